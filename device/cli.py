@@ -1,0 +1,100 @@
+"""The `appliance` command line. Parses, sets up logging, dispatches, and turns errors into exit codes.
+
+An ApplianceError prints one line (what went wrong and what to do) and exits with its code; the
+traceback appears only with --debug, because operators read these messages, not stack traces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from device import __version__
+from device.errors import EX_SOFTWARE, ApplianceError
+
+log = logging.getLogger("device")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="appliance", description="Edge-AI appliance firmware")
+    parser.add_argument("--version", action="version", version=f"appliance {__version__}")
+    parser.add_argument("--config", help="config TOML (default: $APPLIANCE_CONFIG, else built-in)")
+    parser.add_argument("--debug", action="store_true", help="verbose logs and tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("detect", help="detect objects in image files")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--model", help="detector model id from the manifest (default: config)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("embed", help="embed image files and print pairwise cosines")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("tpus", help="list Edge TPUs (USB and PCIe) from sysfs")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--sysfs-root", default="/sys", help=argparse.SUPPRESS)
+
+    p = sub.add_parser("config", help="configuration tools")
+    config_sub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = config_sub.add_parser("check", help="validate a config file (exit 0, or 78 if invalid)")
+    check.add_argument("file")
+    check.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("bench", help="benchmarks")
+    bench_sub = p.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
+    models = bench_sub.add_parser("models", help="per-model invoke, preprocess and decode latency")
+    models.add_argument("--json", action="store_true")
+    models.add_argument("--iterations", type=int, default=100)
+    return parser
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    # Imports are local so that `appliance tpus` and `config check` start without loading LiteRT.
+    if args.command == "tpus":
+        from device.commands.system import tpus
+
+        return tpus(args.sysfs_root, args.json)
+    if args.command == "config":
+        from device.commands.system import config_check
+
+        return config_check(args.file, args.json)
+    from device.commands.context import build_context
+
+    ctx = build_context(args.config)
+    if args.command == "detect":
+        from device.commands.vision import detect
+
+        return detect(ctx, args.images, args.model, args.json)
+    if args.command == "embed":
+        from device.commands.vision import embed
+
+        return embed(ctx, args.images, args.json)
+    from device.commands.bench_models import bench_models
+
+    return bench_models(ctx, args.iterations, args.json)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return dispatch(args)
+    except ApplianceError as exc:
+        if args.debug:
+            log.exception("failed")
+        print(f"appliance: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last resort: a bug; say so, keep the trace for --debug
+        if args.debug:
+            raise
+        print(f"appliance: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", file=sys.stderr)
+        return EX_SOFTWARE

@@ -1,0 +1,1 @@
+"""Implementations of the `appliance` subcommands; device/cli.py only parses and dispatches."""

@@ -1,0 +1,144 @@
+"""Typed configuration: a TOML file, then APPLIANCE_* environment variables on top.
+
+Environment overrides use `__` between section and key, e.g. APPLIANCE_RUNTIME__DEVICE=usb:0 sets
+`[runtime] device`. Values from the environment are parsed as TOML values when they parse (numbers,
+booleans, arrays) and taken as plain strings otherwise, so `APPLIANCE_DETECTOR__CLASSES='["person"]'`
+works. We merge by hand instead of using pydantic-settings so that every error can say where the bad
+value came from (which file, or which environment variable), which is what an operator needs to fix it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from device.errors import ConfigError
+
+ENV_PREFIX = "APPLIANCE_"
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RuntimeConfig(_Section):
+    """Where inference runs. See device.vision.runtime for the device-spec grammar."""
+
+    device: str = "auto"
+    fallback: Literal["cpu", "fail"] = "cpu"
+    # The libedgetpu soname. Tests point this at a stub delegate built with gcc.
+    delegate_library: str = "libedgetpu.so.1"
+    num_threads: int = Field(default=2, ge=1, le=16)
+    warmup_runs: int = Field(default=2, ge=0, le=50)
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        from device.vision.devicespec import parse_device_spec
+
+        parse_device_spec(value)
+        return value
+
+
+class ModelsConfig(_Section):
+    manifest: Path = DEFAULT_MODELS_DIR / "manifest.toml"
+    detector: str = "centernet-coco-float"
+    embedder: str = "efficientnet-lite0-int8"
+
+
+class DetectorConfig(_Section):
+    score_threshold: float = Field(default=0.4, ge=0.0, le=1.0)
+    max_detections: int = Field(default=20, ge=1, le=1000)
+    # Labels (or numeric class ids as strings) to keep; empty keeps every class.
+    classes: tuple[str, ...] = ()
+    nms_iou: float = Field(default=0.5, gt=0.0, le=1.0)
+
+
+class EmbedderConfig(_Section):
+    # Fraction of the box size added on each side before cropping: a little background helps the
+    # embedder recognise the object, too much lets the surroundings dominate the vector.
+    context_margin: float = Field(default=0.1, ge=0.0, le=1.0)
+
+
+class Config(_Section):
+    device_id: str = Field(default="demo-001", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    runtime: RuntimeConfig = RuntimeConfig()
+    models: ModelsConfig = ModelsConfig()
+    detector: DetectorConfig = DetectorConfig()
+    embedder: EmbedderConfig = EmbedderConfig()
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read `path` (if given), apply APPLIANCE_* overrides, validate. Raises ConfigError."""
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = _read_toml(path) if path is not None else {}
+    origins: dict[tuple[str, ...], str] = {}
+    for name, raw in env.items():
+        if name.startswith(ENV_PREFIX) and name != ENV_PREFIX + "CONFIG":
+            keys = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+            _set_nested(data, keys, _parse_env_value(raw))
+            origins[keys] = f"environment variable {name}"
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path, origins)) from None
+    return _resolve_paths(config, path)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; pass an existing file") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _set_nested(data: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    node[keys[-1]] = value
+
+
+def _describe(exc: ValidationError, path: Path | None, origins: dict[tuple[str, ...], str]) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = tuple(str(part) for part in error["loc"])
+        key = ".".join(loc) or "(top level)"
+        where = origins.get(loc) or (f"config file {path}" if path else "defaults")
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling against deploy/config.example.toml)"
+        lines.append(f"{key} in {where}: {message}")
+    return "invalid configuration: " + "; ".join(lines)
+
+
+def _resolve_paths(config: Config, path: Path | None) -> Config:
+    """A relative manifest path means relative to the config file, as operators expect."""
+    manifest = config.models.manifest
+    if path is not None and not manifest.is_absolute():
+        manifest = path.resolve().parent / manifest
+        models = config.models.model_copy(update={"manifest": manifest})
+        return config.model_copy(update={"models": models})
+    return config

@@ -1,0 +1,50 @@
+"""One exception tree for the whole firmware.
+
+Every error that can reach an operator is an ApplianceError. Its message says what was wrong and what to
+do about it. Third-party errors (LiteRT, OpenCV, OS) are translated into this tree at the boundary where
+they happen, so that callers never need to know which library raised.
+"""
+
+from __future__ import annotations
+
+# sysexits(3) codes: systemd's RestartPreventExitStatus=78 keys off EX_CONFIG so a bad config file does
+# not turn into a restart loop.
+EX_SOFTWARE = 70
+EX_DATAERR = 65
+EX_NOINPUT = 66
+EX_UNAVAILABLE = 69
+EX_CONFIG = 78
+
+
+class ApplianceError(Exception):
+    """Base of every error the appliance raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(ApplianceError):
+    """The configuration file or environment is invalid. Fix the named key and restart."""
+
+    exit_code = EX_CONFIG
+
+
+class ModelError(ApplianceError):
+    """A model file is missing, corrupt, tampered with, or does not fit its adapter."""
+
+    exit_code = EX_DATAERR
+
+
+class ModelMismatchError(ModelError):
+    """A model loaded fine but its tensors are not what its adapter expects."""
+
+
+class AcceleratorError(ApplianceError):
+    """The Edge TPU that was asked for is not usable and the config forbids falling back to the CPU."""
+
+    exit_code = EX_UNAVAILABLE
+
+
+class InputError(ApplianceError):
+    """An input (image, frame) cannot be read or decoded."""
+
+    exit_code = EX_NOINPUT

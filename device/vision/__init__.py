@@ -1,0 +1,1 @@
+"""Inference: runtime (interpreters, Edge TPU delegate), detectors, embedder."""

@@ -1,0 +1,75 @@
+"""From an RGB frame to a model's input tensor: resize or letterbox, then normalise or quantise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from device.errors import InputError
+from device.vision.geometry import Transform, fit
+from device.vision.manifest import TensorSpec
+
+Image = npt.NDArray[np.uint8]
+_INT_RANGES = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
+
+
+def check_frame(frame: npt.NDArray[Any]) -> None:
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise InputError(
+            f"expected an RGB uint8 frame of shape (H, W, 3), got {frame.dtype} {tuple(frame.shape)}"
+        )
+    if frame.shape[0] < 2 or frame.shape[1] < 2:
+        raise InputError(f"frame of {frame.shape[1]}x{frame.shape[0]} pixels is too small")
+
+
+def resize_into(frame: Image, width: int, height: int, mode: str) -> tuple[Image, Transform]:
+    """Resize `frame` to (width, height); `letterbox` keeps the aspect ratio and pads with black."""
+    check_frame(frame)
+    frame_h, frame_w = frame.shape[:2]
+    transform, new_w, new_h = fit(frame_w, frame_h, width, height, mode)
+    # INTER_LINEAR, not INTER_AREA: AREA is about 8x slower for non-integer ratios (0.9 ms against 0.11 ms
+    # for 640x480 -> 300x300 here), which alone would cost 40% of the SSD's invoke time; the detectors
+    # score the same on both.
+    resized = cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    if (new_w, new_h) == (width, height):
+        return np.asarray(resized, dtype=np.uint8), transform
+    canvas = np.zeros((height, width, 3), dtype=np.uint8)
+    x, y = int(transform.pad_x), int(transform.pad_y)
+    canvas[y : y + new_h, x : x + new_w] = resized
+    return canvas, transform
+
+
+def to_tensor(pixels: Image, detail: dict[str, Any], spec: TensorSpec) -> npt.NDArray[Any]:
+    """Pixels (h, w, 3) to the input tensor [1, h, w, 3], in the tensor's own dtype.
+
+    Without mean/std the model is "raw": it takes the pixel values in its storage type (uint8 as is,
+    int8 shifted by -128, float as 0..255). With mean/std the value is (pixel - mean) / std, quantised
+    with the tensor's own scale and zero point when the tensor is an integer type.
+    """
+    dtype = np.dtype(detail["dtype"])
+    if spec.mean is None or spec.std is None:
+        if dtype == np.uint8:
+            return pixels[np.newaxis]
+        if dtype == np.int8:
+            return (pixels.astype(np.int16) - 128).astype(np.int8)[np.newaxis]
+        return pixels.astype(dtype)[np.newaxis]
+    real = (pixels.astype(np.float32) - spec.mean) / spec.std
+    if dtype.kind == "f":
+        return real.astype(dtype)[np.newaxis]
+    scale, zero_point = detail["quantization"]
+    low, high = _INT_RANGES[dtype]
+    quantised = np.clip(np.rint(real / scale + zero_point), low, high)
+    return quantised.astype(dtype)[np.newaxis]
+
+
+def dequantise(values: npt.NDArray[Any], detail: dict[str, Any]) -> npt.NDArray[np.float32]:
+    """An output tensor as float32, using the tensor's own scale and zero point when it is quantised."""
+    if np.dtype(detail["dtype"]).kind == "f":
+        return values.astype(np.float32, copy=False)
+    scale, zero_point = detail["quantization"]
+    if scale == 0:
+        return values.astype(np.float32)
+    return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)

@@ -1,0 +1,72 @@
+"""Shared fixtures: the real models, the real photos, and a stub Edge TPU delegate built with gcc."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from device.config import DetectorConfig, EmbedderConfig, RuntimeConfig
+from device.vision.embedder import Embedder
+from device.vision.images import read_image
+from device.vision.manifest import Manifest
+from device.vision.preprocess import Image
+from device.vision.runtime import InterpreterFactory, LoadedModel
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
+MODELS = ROOT / "models"
+
+
+@pytest.fixture(scope="session")
+def manifest() -> Manifest:
+    return Manifest.load(MODELS / "manifest.toml")
+
+
+@pytest.fixture(scope="session")
+def cpu_factory() -> InterpreterFactory:
+    return InterpreterFactory(RuntimeConfig(device="cpu", num_threads=2))
+
+
+@pytest.fixture(scope="session")
+def load_model(manifest: Manifest, cpu_factory: InterpreterFactory) -> Callable[[str], LoadedModel]:
+    cache: dict[str, LoadedModel] = {}
+
+    def load(model_id: str) -> LoadedModel:
+        if model_id not in cache:
+            cache[model_id] = cpu_factory.load(manifest, model_id)
+        return cache[model_id]
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def photo() -> Callable[[str], Image]:
+    def read(name: str) -> Image:
+        return read_image(DATA / f"{name}.png")
+
+    return read
+
+
+@pytest.fixture(scope="session")
+def embedder(load_model: Callable[[str], LoadedModel]) -> Embedder:
+    return Embedder(load_model("efficientnet-lite0-int8"), EmbedderConfig())
+
+
+@pytest.fixture()
+def detector_config() -> DetectorConfig:
+    return DetectorConfig(score_threshold=0.3)
+
+
+@pytest.fixture(scope="session")
+def stub_delegate(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """libstub_delegate.so: exports the libedgetpu delegate entry points and logs the options it gets."""
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    assert gcc, "gcc is required to build the stub delegate (make test installs it with apt-get)"
+    out = tmp_path_factory.mktemp("stub") / "libstub_delegate.so"
+    source = ROOT / "tests" / "stub_delegate" / "stub_delegate.c"
+    subprocess.run([gcc, "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o", str(out), str(source)], check=True)
+    return out
