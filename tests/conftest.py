@@ -68,5 +68,7 @@ def stub_delegate(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert gcc, "gcc is required to build the stub delegate (make test installs it with apt-get)"
     out = tmp_path_factory.mktemp("stub") / "libstub_delegate.so"
     source = ROOT / "tests" / "stub_delegate" / "stub_delegate.c"
-    subprocess.run([gcc, "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o", str(out), str(source)], check=True)
+    subprocess.run(
+        [gcc, "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o", str(out), str(source)], check=True
+    )
     return out

@@ -24,7 +24,7 @@ ASTRONAUT_PERSON = Box(3, 34, 374, 509)
 
 
 def detector(load_model: LoadModel, model_id: str, **overrides: object) -> Detector:
-    config = DetectorConfig(**{"score_threshold": 0.3, **overrides})  # type: ignore[arg-type]
+    config = DetectorConfig.model_validate({"score_threshold": 0.3, **overrides})
     return make_detector(load_model(model_id), config)
 
 
@@ -86,7 +86,7 @@ def test_stretch_mapping_on_a_non_square_frame(load_model: LoadModel, photo: Pho
     """SSD stretches the frame into 300x300: a frame stretched to 800x512 feeds the model the same
     pixels, so the box must come back scaled by exactly 800/512 in x."""
     square = photo("astronaut")
-    wide = cv2.resize(square, (800, 512), interpolation=cv2.INTER_LINEAR)
+    wide = np.asarray(cv2.resize(square, (800, 512), interpolation=cv2.INTER_LINEAR), dtype=np.uint8)
     ssd = detector(load_model, "ssdlite-person-int8")
     a, b = best(ssd.detect(square), "person"), best(ssd.detect(wide), "person")
     sx = 800 / 512
@@ -136,7 +136,8 @@ def test_score_threshold_is_applied(load_model: LoadModel, photo: Photo) -> None
 def test_nms_removes_duplicate_people(load_model: LoadModel, photo: Photo) -> None:
     """CenterNet's raw output holds several overlapping boxes for the astronaut; NMS keeps one."""
     people = [
-        d for d in detector(load_model, "centernet-coco-float", score_threshold=0.1).detect(photo("astronaut"))
+        d
+        for d in detector(load_model, "centernet-coco-float", score_threshold=0.1).detect(photo("astronaut"))
         if d.label == "person"
     ]
     for i, a in enumerate(people):
@@ -167,8 +168,12 @@ def test_model_that_does_not_fit_its_adapter(
     load_model: LoadModel, model_id: str, adapter: str, expected: str
 ) -> None:
     model = load_model(model_id)
-    wrong = LoadedModel(model.entry.model_copy(update={"adapter": adapter, "outputs": {}}),
-                        model.interpreter, model.placement, model.labels)
+    wrong = LoadedModel(
+        model.entry.model_copy(update={"adapter": adapter, "outputs": {}}),
+        model.interpreter,
+        model.placement,
+        model.labels,
+    )
     with pytest.raises(ModelMismatchError, match=re.escape(expected)) as info:
         make_detector(wrong, DetectorConfig())
     assert "found " in str(info.value) and model_id in str(info.value)
@@ -176,7 +181,8 @@ def test_model_that_does_not_fit_its_adapter(
 
 def test_ssd_outputs_found_by_shape_without_names(load_model: LoadModel, photo: Photo) -> None:
     model = load_model("ssdlite-person-int8")
-    unnamed = LoadedModel(model.entry.model_copy(update={"outputs": {}}), model.interpreter,
-                          model.placement, model.labels)
+    unnamed = LoadedModel(
+        model.entry.model_copy(update={"outputs": {}}), model.interpreter, model.placement, model.labels
+    )
     person = best(make_detector(unnamed, DetectorConfig()).detect(photo("astronaut")), "person")
     assert person.score >= 0.8

@@ -8,6 +8,7 @@ is what the pipeline will really pay.
 from __future__ import annotations
 
 import json
+import os
 import platform
 from collections.abc import Callable
 from pathlib import Path
@@ -17,11 +18,11 @@ import cv2
 import numpy as np
 
 from device.commands.context import Context
-from device.config import RuntimeConfig
 from device.vision.detector import StageTimes
 from device.vision.embedder import Embedder
 from device.vision.geometry import Box
 from device.vision.images import read_image
+from device.vision.litert import import_litert
 from device.vision.models import make_detector
 from device.vision.runtime import InterpreterFactory
 
@@ -35,15 +36,21 @@ def bench_models(ctx: Context, iterations: int, as_json: bool) -> int:
     frame = cv2.resize(read_image(SAMPLE), (640, 480), interpolation=cv2.INTER_LINEAR)
     rows = []
     for threads in THREADS:
-        runtime = RuntimeConfig(**{**ctx.config.runtime.model_dump(), "num_threads": threads})
+        runtime = ctx.config.runtime.model_copy(update={"num_threads": threads})
         factory = InterpreterFactory(runtime)
         for entry in ctx.manifest.entries:
             run = _runner(ctx, factory, entry.id, frame)
             rows.append({"model": entry.id, "threads": threads, **_measure(run, iterations)})
-    report = {"machine": _machine(), "frame": "astronaut.png at 640x480", "iterations": iterations,
-              "results": rows, "checks": _checks(rows)}
+    checks = _checks(rows)
+    report = {
+        "machine": _machine(),
+        "frame": "astronaut.png at 640x480",
+        "iterations": iterations,
+        "results": rows,
+        "checks": checks,
+    }
     print(json.dumps(report, indent=2) if as_json else _text(report))
-    return 0 if all(c["ok"] for c in report["checks"]) else 1
+    return 0 if all(c["ok"] for c in checks) else 1
 
 
 def _runner(ctx: Context, factory: InterpreterFactory, model_id: str, frame: Any) -> Callable[[], StageTimes]:
@@ -69,7 +76,9 @@ def _runner(ctx: Context, factory: InterpreterFactory, model_id: str, frame: Any
 def _measure(run: Callable[[], StageTimes], iterations: int) -> dict[str, Any]:
     for _ in range(5):  # caches, allocator and XNNPack packing settle in the first few calls
         run()
-    samples = np.array([[t.preprocess_ms, t.invoke_ms, t.decode_ms] for t in (run() for _ in range(iterations))])
+    samples = np.array(
+        [[t.preprocess_ms, t.invoke_ms, t.decode_ms] for t in (run() for _ in range(iterations))]
+    )
     stats = {
         name: {"median": round(float(np.median(col)), 4), "p90": round(float(np.percentile(col, 90)), 4)}
         for name, col in zip(("preprocess_ms", "invoke_ms", "decode_ms"), samples.T, strict=True)
@@ -80,30 +89,39 @@ def _measure(run: Callable[[], StageTimes], iterations: int) -> dict[str, Any]:
 
 def _checks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
-        {"check": f"ssdlite-person-int8 (preprocess + decode) / invoke, {r['threads']} thread(s)",
-         "value": r["host_to_invoke_ratio"], "budget": SSD_OVERHEAD_BUDGET,
-         "ok": r["host_to_invoke_ratio"] <= SSD_OVERHEAD_BUDGET}
-        for r in rows if r["model"] == "ssdlite-person-int8"
+        {
+            "check": f"ssdlite-person-int8 (preprocess + decode) / invoke, {r['threads']} thread(s)",
+            "value": r["host_to_invoke_ratio"],
+            "budget": SSD_OVERHEAD_BUDGET,
+            "ok": r["host_to_invoke_ratio"] <= SSD_OVERHEAD_BUDGET,
+        }
+        for r in rows
+        if r["model"] == "ssdlite-person-int8"
     ]
 
 
 def _machine() -> dict[str, Any]:
-    import os
-
-    from device.vision.litert import import_litert
-
-    return {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(),
-            "python": platform.python_version(), "runtime": import_litert().name,
-            "opencv": cv2.__version__, "numpy": np.__version__}
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "runtime": import_litert().name,
+        "opencv": cv2.__version__,
+        "numpy": np.__version__,
+    }
 
 
 def _text(report: dict[str, Any]) -> str:
     lines = [f"{'model':<30} thr  invoke p50/p90 ms   pre p50  decode p50  host/invoke"]
     for r in report["results"]:
+        invoke = f"{r['invoke_ms']['median']:>7.2f}/{r['invoke_ms']['p90']:<7.2f}"
+        host = f"{r['preprocess_ms']['median']:>8.3f}  {r['decode_ms']['median']:>9.3f}"
         lines.append(
-            f"{r['model']:<30} {r['threads']:>3}  {r['invoke_ms']['median']:>7.2f}/{r['invoke_ms']['p90']:<7.2f}"
-            f"  {r['preprocess_ms']['median']:>8.3f}  {r['decode_ms']['median']:>9.3f}  {r['host_to_invoke_ratio']:>10.3f}"
+            f"{r['model']:<30} {r['threads']:>3}  {invoke}  {host}  {r['host_to_invoke_ratio']:>10.3f}"
         )
-    lines += [f"{'OK ' if c['ok'] else 'FAIL'} {c['check']}: {c['value']} (budget {c['budget']})"
-              for c in report["checks"]]
+    lines += [
+        f"{'OK ' if c['ok'] else 'FAIL'} {c['check']}: {c['value']} (budget {c['budget']})"
+        for c in report["checks"]
+    ]
     return "\n".join(lines)

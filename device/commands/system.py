@@ -28,6 +28,8 @@ def config_check(path: str, as_json: bool) -> int:
     if as_json:
         print(config.model_dump_json(indent=2))
     else:
-        print(f"{path}: OK (device {config.device_id}, runtime {config.runtime.device}, "
-              f"detector {config.models.detector}, embedder {config.models.embedder})")
+        print(
+            f"{path}: OK (device {config.device_id}, runtime {config.runtime.device}, "
+            f"detector {config.models.detector}, embedder {config.models.embedder})"
+        )
     return 0

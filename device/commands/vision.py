@@ -30,16 +30,22 @@ def detect(ctx: Context, images: list[str], model_id: str | None, as_json: bool)
             results.append({"image": name, "error": str(exc)})
             continue
         found = detector.detect(frame)
-        results.append({
-            "image": name,
-            "width": int(frame.shape[1]),
-            "height": int(frame.shape[0]),
-            "detections": [
-                {"label": d.label, "class_id": d.class_id, "score": round(d.score, 4),
-                 "box": [round(v, 1) for v in d.box]}
-                for d in found
-            ],
-        })
+        results.append(
+            {
+                "image": name,
+                "width": int(frame.shape[1]),
+                "height": int(frame.shape[0]),
+                "detections": [
+                    {
+                        "label": d.label,
+                        "class_id": d.class_id,
+                        "score": round(d.score, 4),
+                        "box": [round(v, 1) for v in d.box],
+                    }
+                    for d in found
+                ],
+            }
+        )
     report = {"model": loaded.status(), "results": results}
     print(json.dumps(report, indent=2) if as_json else _detect_text(report))
     return 1 if any("error" in r for r in results) else 0
@@ -52,8 +58,10 @@ def _detect_text(report: dict[str, Any]) -> str:
         if "error" in result:
             lines.append(f"{result['image']}: ERROR {result['error']}")
             continue
-        lines.append(f"{result['image']} ({result['width']}x{result['height']}): "
-                     f"{len(result['detections'])} detection(s)")
+        lines.append(
+            f"{result['image']} ({result['width']}x{result['height']}): "
+            f"{len(result['detections'])} detection(s)"
+        )
         for d in result["detections"]:
             box = ", ".join(f"{v:.0f}" for v in d["box"])
             lines.append(f"  {d['label']:<16} {d['score']:.2f}  [{box}]")
@@ -79,8 +87,10 @@ def embed(ctx: Context, images: list[str], as_json: bool) -> int:
     report = {
         "model": loaded.status(),
         "dim": embedder.dim,
-        "images": [{"image": n, "dim": v.dim, "scale": v.scale, "zero_point": v.zero_point}
-                   for n, v in vectors.items()],
+        "images": [
+            {"image": n, "dim": v.dim, "scale": v.scale, "zero_point": v.zero_point}
+            for n, v in vectors.items()
+        ],
         "cosines": pairs,
         "errors": [{"image": n, "error": e} for n, e in errors.items()],
     }

@@ -34,7 +34,9 @@ class CenterNetDetector(Detector):
             detail = outputs[0]
         shape = list(detail["shape"]) if detail is not None else []
         if detail is None or len(shape) != 3 or shape[0] != 1 or shape[2] != 6:
-            raise mismatch(self.model, self.adapter, "one output [1, K, 6] (x1, y1, x2, y2, score, class)", outputs)
+            raise mismatch(
+                self.model, self.adapter, "one output [1, K, 6] (x1, y1, x2, y2, score, class)", outputs
+            )
         self._detections = detail
 
     def _decode(self) -> RawDetections:

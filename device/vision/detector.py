@@ -84,12 +84,12 @@ class Detector(ABC):
         decoded = time.perf_counter()
         detections = self._postprocess(self._decode(), transform, frame.shape[1], frame.shape[0])
         done = time.perf_counter()
-        self.times = StageTimes(
-            (invoked - start) * 1e3, (decoded - invoked) * 1e3, (done - decoded) * 1e3
-        )
+        self.times = StageTimes((invoked - start) * 1e3, (decoded - invoked) * 1e3, (done - decoded) * 1e3)
         return detections
 
-    def _postprocess(self, raw: RawDetections, transform: Transform, width: int, height: int) -> list[Detection]:
+    def _postprocess(
+        self, raw: RawDetections, transform: Transform, width: int, height: int
+    ) -> list[Detection]:
         keep = raw.scores >= self.config.score_threshold
         if self.allowed is not None:
             keep &= np.isin(raw.class_ids, list(self.allowed))
@@ -110,7 +110,9 @@ class Detector(ABC):
         return self.model.interpreter.get_tensor(detail["index"])
 
 
-def _nms(boxes: FloatArray, scores: FloatArray, class_ids: npt.NDArray[np.int64], iou: float) -> npt.NDArray[np.intp]:
+def _nms(
+    boxes: FloatArray, scores: FloatArray, class_ids: npt.NDArray[np.int64], iou: float
+) -> npt.NDArray[np.intp]:
     """Per-class non-maximum suppression via OpenCV; returns kept positions in score order."""
     xywh = [[float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])] for b in boxes]
     kept = cv2.dnn.NMSBoxesBatched(xywh, scores.tolist(), class_ids.astype(np.int32).tolist(), 0.0, iou)

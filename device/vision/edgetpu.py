@@ -54,7 +54,7 @@ def read_apex_temperature(apex_dir: Path) -> float | None:
 
 
 def _usb_tpus(root: Path) -> list[TpuInfo]:
-    found = []
+    found: list[TpuInfo] = []
     for entry in _sorted_entries(root):
         ids = (_read(entry / "idVendor"), _read(entry / "idProduct"))
         state = USB_IDS.get((ids[0] or "", ids[1] or ""))
@@ -65,19 +65,22 @@ def _usb_tpus(root: Path) -> list[TpuInfo]:
 
 
 def _pci_tpus(root: Path) -> list[TpuInfo]:
-    found = []
+    found: list[TpuInfo] = []
     for entry in _sorted_entries(root):
         match = re.fullmatch(r"apex_(\d+)", entry.name)
         if match is None:
             continue
         temperature = read_apex_temperature(entry)
-        if temperature is None:
-            state = "unknown"
-        else:
-            state = "failed" if temperature < DEAD_BELOW_C else "ready"
+        state = _apex_state(temperature)
         index = int(match.group(1))
         found.append(TpuInfo("pci", index, f"pci:{index}", str(entry), state, temperature))
     return found
+
+
+def _apex_state(temperature: float | None) -> str:
+    if temperature is None:
+        return "unknown"
+    return "failed" if temperature < DEAD_BELOW_C else "ready"
 
 
 def _sorted_entries(root: Path) -> list[Path]:

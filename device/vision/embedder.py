@@ -66,8 +66,8 @@ def context_crop(frame: Image, box: Box, margin: float) -> Image:
     cx, cy = (box.x1 + box.x2) / 2.0, (box.y1 + box.y2) / 2.0
     crop = Box(cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2).clip(width, height)
     x1, y1 = int(crop.x1), int(crop.y1)
-    x2, y2 = max(x1 + 2, int(round(crop.x2))), max(y1 + 2, int(round(crop.y2)))
-    return frame[y1:min(y2, height), x1:min(x2, width)]
+    x2, y2 = max(x1 + 2, round(crop.x2)), max(y1 + 2, round(crop.y2))
+    return frame[y1 : min(y2, height), x1 : min(x2, width)]
 
 
 class Embedder:

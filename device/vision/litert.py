@@ -45,7 +45,7 @@ def import_litert() -> LiteRT:
     try:
         from ai_edge_litert import interpreter as litert
     except ImportError:
-        from tflite_runtime import interpreter as litert  # type: ignore[import-not-found,no-redef]
+        from tflite_runtime import interpreter as litert
 
         return LiteRT("tflite-runtime", litert.Interpreter, litert.load_delegate)
     return LiteRT("ai-edge-litert", litert.Interpreter, litert.load_delegate)

@@ -102,9 +102,7 @@ class Manifest:
             return self._entries[model_id]
         except KeyError:
             known = ", ".join(sorted(self._entries)) or "none"
-            raise ModelError(
-                f"model {model_id!r} is not in {self.path} (known models: {known})"
-            ) from None
+            raise ModelError(f"model {model_id!r} is not in {self.path} (known models: {known})") from None
 
     def labels(self, entry: ModelEntry) -> tuple[str, ...]:
         if entry.labels is None:
@@ -112,7 +110,9 @@ class Manifest:
         try:
             text = entry.labels.read_text(encoding="utf-8")
         except OSError as exc:
-            raise ModelError(f"labels file {entry.labels} for model {entry.id} is unreadable: {exc}") from None
+            raise ModelError(
+                f"labels file {entry.labels} for model {entry.id} is unreadable: {exc}"
+            ) from None
         return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
@@ -124,6 +124,4 @@ def _resolved(entry: ModelEntry, root: Path) -> dict[str, Path | None]:
 
 
 def _summarise(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-    )
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())

@@ -61,7 +61,7 @@ def to_tensor(pixels: Image, detail: dict[str, Any], spec: TensorSpec) -> npt.ND
         return real.astype(dtype)[np.newaxis]
     scale, zero_point = detail["quantization"]
     low, high = _INT_RANGES[dtype]
-    quantised = np.clip(np.rint(real / scale + zero_point), low, high)
+    quantised: npt.NDArray[Any] = np.clip(np.rint(real / scale + zero_point), low, high)
     return quantised.astype(dtype)[np.newaxis]
 
 
@@ -72,4 +72,5 @@ def dequantise(values: npt.NDArray[Any], detail: dict[str, Any]) -> npt.NDArray[
     scale, zero_point = detail["quantization"]
     if scale == 0:
         return values.astype(np.float32)
-    return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
+    real: npt.NDArray[np.float32] = (values.astype(np.float32) - zero_point) * np.float32(scale)
+    return real

@@ -79,7 +79,11 @@ class InterpreterFactory:
         loaded.warmup_ms = warm_up(loaded, self.config.warmup_runs)
         log.info(
             "model %s %s ready on %s (%s) in %.1f ms warm-up",
-            entry.id, entry.version, placement.accelerator, placement.device, loaded.warmup_ms,
+            entry.id,
+            entry.version,
+            placement.accelerator,
+            placement.device,
+            loaded.warmup_ms,
         )
         return loaded
 

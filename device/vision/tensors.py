@@ -15,7 +15,9 @@ def describe(details: list[TensorDetail]) -> str:
     return ", ".join(f"{d['name']} {[int(v) for v in d['shape']]} {d['dtype'].__name__}" for d in details)
 
 
-def mismatch(model: LoadedModel, adapter: str, expected: str, found: list[TensorDetail]) -> ModelMismatchError:
+def mismatch(
+    model: LoadedModel, adapter: str, expected: str, found: list[TensorDetail]
+) -> ModelMismatchError:
     return ModelMismatchError(
         f"model {model.entry.id} ({model.entry.file}) does not fit the {adapter} adapter: expected "
         f"{expected}; found {describe(found) or 'no tensors'}"
