@@ -25,8 +25,8 @@ $(STAMP): pyproject.toml | system-deps
 	touch $(STAMP)
 
 lint: install
-	$(BIN)/python -m ruff check device tests models/build.py
-	$(BIN)/python -m ruff format --check device tests models/build.py
+	$(BIN)/python -m ruff check device tests models
+	$(BIN)/python -m ruff format --check device tests models
 
 typecheck: install
 	$(BIN)/python -m mypy
