@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -11,21 +10,8 @@ from pathlib import Path
 
 from device.vision.geometry import Box
 
-from .conftest import DATA, MODELS, ROOT
-
-
-def appliance(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
-    environ.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "device", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=environ,
-        timeout=120,
-        check=False,
-    )
+from .cli_helpers import appliance
+from .conftest import DATA, MODELS
 
 
 def test_detect_json_finds_the_astronaut() -> None:

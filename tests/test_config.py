@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from device.config import load_config
 from device.errors import EX_CONFIG, ConfigError
 
+from .cli_helpers import appliance
 from .conftest import ROOT
 
 EXAMPLE = ROOT / "deploy" / "config.example.toml"
@@ -102,14 +102,7 @@ def test_relative_manifest_is_relative_to_the_config_file(tmp_path: Path) -> Non
 
 
 def check(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "device", "config", "check", str(path)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    return appliance("config", "check", str(path))
 
 
 def test_config_check_command(tmp_path: Path) -> None:

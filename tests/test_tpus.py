@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from device.vision.edgetpu import list_tpus, read_apex_temperature
 
-from .conftest import ROOT
+from .cli_helpers import appliance
 
 
 def usb_device(root: Path, name: str, vendor: str, product: str) -> None:
@@ -68,20 +66,9 @@ def test_temperature_reader(tmp_path: Path) -> None:
     assert read_apex_temperature(tmp_path / "nowhere") is None
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "device", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_cli_lists_tpus_as_json(tmp_path: Path) -> None:
     apex(tmp_path, 0, "50000")
-    result = run_cli("tpus", "--json", "--sysfs-root", str(tmp_path))
+    result = appliance("tpus", "--json", "--sysfs-root", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [
         {
@@ -97,6 +84,6 @@ def test_cli_lists_tpus_as_json(tmp_path: Path) -> None:
 
 def test_cli_on_the_real_sysfs() -> None:
     """On a machine without an Edge TPU (CI) this is an empty list and exit 0, not an error."""
-    result = run_cli("tpus", "--json")
+    result = appliance("tpus", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [t.to_dict() for t in list_tpus(Path("/sys"))]
