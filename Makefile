@@ -47,8 +47,12 @@ bench: install
 
 # Rebuilds models/*.tflite from the registry packages named in models/README.md, in its own venv with
 # TensorFlow, which is never a runtime dependency.
+# Pass BUILD_ARGS=--install to copy the rebuilt files over models/ once every check passes.
 models:
-	$(MAKE) -C models rebuild
+	test -x .venv-models/bin/python || $(PYTHON) -m venv .venv-models
+	.venv-models/bin/python -m pip install --quiet -r models/requirements-build.txt
+	.venv-models/bin/python -m pip install --quiet --no-deps -r models/requirements-build-nodeps.txt
+	.venv-models/bin/python models/build.py $(BUILD_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build
