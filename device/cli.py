@@ -24,6 +24,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="verbose logs and tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    p = sub.add_parser("run", help="run the appliance daemon")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--live", action="store_true", help="print one line per object and per quote")
+
+    p = sub.add_parser("wire", help="object message tools")
+    wire_sub = p.add_subparsers(dest="wire_command", required=True, metavar="ACTION")
+    decode = wire_sub.add_parser("decode", help="decode one object message from stdin to JSON")
+    decode.add_argument("--brief", action="store_true", help="show only the first 8 vector values")
+
     p = sub.add_parser("detect", help="detect objects in image files")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--model", help="detector model id from the manifest (default: config)")
@@ -52,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    # Imports are local so that `appliance tpus` and `config check` start without loading LiteRT.
+    # Imports are local so that `appliance tpus`, `config check` and `wire decode` start in a blink,
+    # without loading LiteRT and OpenCV.
     if args.command == "tpus":
         from device.commands.system import tpus
 
@@ -61,16 +71,25 @@ def dispatch(args: argparse.Namespace) -> int:
         from device.commands.system import config_check
 
         return config_check(args.file, args.json)
+    if args.command == "wire":
+        from device.commands.wire_decode import wire_decode
+
+        return wire_decode(args.brief)
+    return _dispatch_vision(args)
+
+
+def _dispatch_vision(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        from device.commands.run import run
+
+        return run(args.config, args.duration, args.live, args.debug)
     from device.commands.context import build_context
+    from device.commands.vision import detect, embed
 
     ctx = build_context(args.config)
     if args.command == "detect":
-        from device.commands.vision import detect
-
         return detect(ctx, args.images, args.model, args.json)
     if args.command == "embed":
-        from device.commands.vision import embed
-
         return embed(ctx, args.images, args.json)
     from device.commands.bench_models import bench_models
 

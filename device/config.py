@@ -65,13 +65,68 @@ class EmbedderConfig(_Section):
     context_margin: float = Field(default=0.1, ge=0.0, le=1.0)
 
 
+class CameraConfig(_Section):
+    # picamera2 | v4l2:/dev/videoN | file:PATH | rtsp://... | images:DIR?fps=15 (see device/camera/spec.py)
+    source: str = "picamera2"
+    width: int = Field(default=640, ge=32, le=4096)
+    height: int = Field(default=480, ge=32, le=4096)
+    # Reopen a failed source after 1, 2, 4 ... s, at most this long apart.
+    reopen_max_s: float = Field(default=30.0, gt=0)
+
+
+class PipelineConfig(_Section):
+    # Run the detector on every Nth frame; the tracker predicts the frames between. The thermal
+    # governor raises N when the device runs hot.
+    detect_every: int = Field(default=1, ge=1, le=60)
+    max_fps: float = Field(default=0.0, ge=0.0, description="0 means as fast as frames come")
+    # Embeddings per second, at most (0: no limit). Each costs an embedder invoke and a message.
+    embed_budget_per_s: float = Field(default=0.0, ge=0.0)
+    # A track is embedded again when its box has changed this much (IoU with the box it was last
+    # embedded at below this), or after reembed_interval_s, whichever comes first.
+    reembed_iou: float = Field(default=0.5, gt=0.0, le=1.0)
+    reembed_interval_s: float = Field(default=10.0, gt=0.0)
+
+
+class TrackerConfig(_Section):
+    iou_match: float = Field(default=0.3, gt=0.0, le=1.0)
+    # A track is reported once it was matched on this many detection frames (filters one-off noise).
+    min_hits: int = Field(default=2, ge=1)
+    # ... and dropped after this many detection frames without a match.
+    max_age: int = Field(default=3, ge=1)
+
+
+class MqttConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    topic_prefix: str = Field(default="appliance", pattern=r"^[A-Za-z0-9_/-]{1,64}$")
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    username: str | None = None
+    # The password lives in its own file (mode 0600), never in this config or the logs.
+    password_file: Path | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    # Reconnect after min, 2*min, 4*min ... up to max seconds, each with +-jitter (a fraction).
+    reconnect_min_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    reconnect_jitter: float = Field(default=0.2, ge=0.0, le=1.0)
+    stats_interval_s: float = Field(default=10.0, gt=0)
+
+
 class Config(_Section):
     device_id: str = Field(default="demo-001", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Persistent state: sequence numbers, (later) the outbox and model slots.
+    state_dir: Path = Path("/var/lib/appliance")
     runtime: RuntimeConfig = RuntimeConfig()
     models: ModelsConfig = ModelsConfig()
     detector: DetectorConfig = DetectorConfig()
     embedder: EmbedderConfig = EmbedderConfig()
+    camera: CameraConfig = CameraConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    tracker: TrackerConfig = TrackerConfig()
+    mqtt: MqttConfig = MqttConfig()
 
 
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:

@@ -48,3 +48,20 @@ class InputError(ApplianceError):
     """An input (image, frame) cannot be read or decoded."""
 
     exit_code = EX_NOINPUT
+
+
+class CameraError(ApplianceError):
+    """A frame source cannot be opened or stopped delivering frames."""
+
+    exit_code = EX_UNAVAILABLE
+
+
+class EndOfStreamError(CameraError):
+    """A finite source (a video file, a one-pass image folder) has no more frames."""
+
+
+class LinkError(ApplianceError):
+    """The MQTT link is misconfigured (TLS files, credentials). Broker outages are not errors: the
+    link retries them by itself."""
+
+    exit_code = EX_CONFIG

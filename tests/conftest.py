@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,8 @@ from device.vision.images import read_image
 from device.vision.manifest import Manifest
 from device.vision.preprocess import Image
 from device.vision.runtime import InterpreterFactory, LoadedModel
+
+from .broker import Mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
@@ -72,3 +74,12 @@ def stub_delegate(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [gcc, "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o", str(out), str(source)], check=True
     )
     return out
+
+
+@pytest.fixture()
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A real mosquitto on a free loopback port, stopped after the test."""
+    instance = Mosquitto(tmp_path)
+    instance.start()
+    yield instance
+    instance.stop()

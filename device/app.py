@@ -1,0 +1,156 @@
+"""The only wiring place: builds every part from the Config, owns the threads, starts and stops them.
+
+Threads: `camera` (FrameGrabber: reads the source, keeps the latest frame), `mqtt` (Link: network
+loop and reconnects), and the caller's thread, which runs the pipeline, the commands and the stats.
+SIGTERM sets the stop event; everything is down within 2 s.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from device import __version__
+from device.backoff import Backoff
+from device.camera.factory import make_source
+from device.camera.grabber import FrameGrabber
+from device.clock import Clock, SystemClock
+from device.config import Config
+from device.control import Control
+from device.link.mqtt import Link
+from device.link.sequence import SequenceCounter
+from device.link.topics import Topics
+from device.pace import PaceController
+from device.pipeline import Pipeline
+from device.telemetry import Telemetry, models_status
+from device.vision.embedder import Embedder
+from device.vision.manifest import Manifest
+from device.vision.models import make_detector
+from device.vision.runtime import InterpreterFactory
+from device.vision.tracker import Tracker
+from device.wire import ObjectMessage, encode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Observers:
+    """Hooks for `appliance run --live` and tests: called on the app thread, never from paho's."""
+
+    on_object: Callable[[ObjectMessage], None] | None = None
+    on_quote: Callable[[dict[str, Any]], None] | None = None
+
+
+class App:
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock | None = None,
+        observers: Observers | None = None,
+        camera_class: Any = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.observers = observers or Observers()
+        self.topics = Topics(config.mqtt.topic_prefix, config.device_id)
+        manifest = Manifest.load(config.models.manifest)
+        factory = InterpreterFactory(config.runtime)
+        detector = make_detector(factory.load(manifest, config.models.detector), config.detector)
+        embedder = Embedder(factory.load(manifest, config.models.embedder), config.embedder)
+        self.pace = PaceController(config.pipeline, self.clock)
+        self.sequence = SequenceCounter(config.state_dir / "seq")
+        self.pipeline = Pipeline(
+            detector,
+            embedder,
+            Tracker(config.tracker),
+            self.pace,
+            self._publish,
+            self.sequence.next,
+            config.pipeline,
+            self.clock,
+        )
+        lores = (detector.input_width, detector.input_height)
+        source = make_source(config.camera, lores_size=lores, clock=self.clock, camera_class=camera_class)
+        self.grabber = FrameGrabber(
+            source, Backoff(1.0, config.camera.reopen_max_s), on_state=self._camera_state
+        )
+        self.link = Link(config.mqtt, self.topics, self._status)
+        self.control = Control(self.topics, self.pace, self.observers.on_quote)
+        self.telemetry = Telemetry(config.device_id, self.clock, self.pipeline, self.grabber, self.link)
+        self._camera_changed = threading.Event()
+
+    def _status(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "models": models_status(self.pipeline),
+            "camera": self.grabber.stats.state,
+        }
+
+    def _camera_state(self, state: str) -> None:
+        self._camera_changed.set()  # republished from the app thread, not the camera's
+
+    def _publish(self, message: ObjectMessage) -> None:
+        self.link.publish_object(encode(message), message.seq)
+        if self.observers.on_object is not None:
+            self.observers.on_object(message)
+
+    def run(self, stop: threading.Event, duration: float | None = None) -> None:
+        """Run until `stop` is set, the duration passes, or a finite source ends."""
+        started = self.clock.monotonic()
+        self.telemetry.started = started
+        self.link.start()
+        self.grabber.start()
+        log.info(
+            "appliance %s running: device %s, source %s",
+            __version__,
+            self.config.device_id,
+            self.grabber.source.name,
+        )
+        next_stats = started + self.config.mqtt.stats_interval_s
+        try:
+            while not stop.is_set():
+                now = self.clock.monotonic()
+                if duration is not None and now - started >= duration:
+                    break
+                if now >= next_stats:
+                    self.link.publish_stats(self.telemetry.snapshot())
+                    next_stats = now + self.config.mqtt.stats_interval_s
+                self._service()
+                if not self._step(stop) and self.grabber.ended:
+                    break
+        finally:
+            self.shutdown()
+
+    def _service(self) -> None:
+        while not self.link.incoming.empty():
+            self.control.handle(self.link.incoming.get_nowait())
+        if self._camera_changed.is_set() and self.link.stats.connected:
+            self._camera_changed.clear()
+            self.link.publish_status()
+
+    def _step(self, stop: threading.Event) -> bool:
+        """Process one frame, honouring pause and max_fps. False when no frame came."""
+        pace = self.pace.current()
+        if pace.paused:
+            stop.wait(0.1)
+            return False
+        frame = self.grabber.take(timeout=0.1)
+        if frame is None:
+            return False
+        began = self.clock.monotonic()
+        self.pipeline.process(frame, pace)
+        if pace.max_fps > 0:
+            stop.wait(max(0.0, 1.0 / pace.max_fps - (self.clock.monotonic() - began)))
+        return True
+
+    def shutdown(self) -> None:
+        self.grabber.stop(timeout=0.5)
+        self.link.stop(timeout=1.2)
+        log.info(
+            "appliance stopped after %d frames, %d objects",
+            self.pipeline.counters.frames,
+            self.pipeline.counters.embeddings,
+        )

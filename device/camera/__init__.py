@@ -1,0 +1,1 @@
+"""Frame sources: the FrameSource port and its adapters (picamera2, OpenCV, image folder)."""

@@ -1,0 +1,63 @@
+"""`appliance run`: the daemon. With --live, one line per object and per quote on stdout."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from device.app import App, Observers
+from device.commands.context import config_path
+from device.config import load_config
+from device.wire import ObjectMessage
+
+
+def run(explicit_config: str | None, duration: float | None, live: bool, debug: bool) -> int:
+    config = load_config(config_path(explicit_config))
+    logging.getLogger().setLevel(logging.DEBUG if debug else config.log_level)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    observers = Observers(on_object=print_object, on_quote=print_quote) if live else Observers()
+    App(config, observers=observers).run(stop, duration)
+    return 0
+
+
+def print_object(message: ObjectMessage) -> None:
+    box = ", ".join(f"{v:.2f}" for v in message.box)
+    _line(
+        f"object seq={message.seq:<6} track={message.track_id:<4} {message.label:<14} "
+        f"{message.score:.2f}  box=[{box}]  {message.dim}-d {len(message.vector) + 80} B"
+    )
+
+
+def print_quote(quote: dict[str, Any]) -> None:
+    if quote.get("status") == "insufficient_data" or quote.get("n", 0) == 0:
+        _line(
+            f"quote  seq={quote.get('seq', '?'):<6} track={quote.get('track_id', '?'):<4} "
+            f"insufficient data ({quote.get('reason', 'too few similar items')})"
+        )
+        return
+    currency = quote.get("currency", "")
+    avg, median = quote.get("avg_sold_price"), quote.get("median_sold_price")
+    through = quote.get("sell_through")
+    _line(
+        f"quote  seq={quote.get('seq', '?'):<6} track={quote.get('track_id', '?'):<4} "
+        f"avg {_money(avg)} {currency}, median {_money(median)} {currency}, "
+        f"sell-through {_percent(through)} (n={quote.get('n')}, {quote.get('latency_ms', '?')} ms)"
+    )
+
+
+def _money(value: Any) -> str:
+    return f"{value:,.0f}" if isinstance(value, int | float) else "-"
+
+
+def _percent(value: Any) -> str:
+    return f"{value * 100:.0f}%" if isinstance(value, int | float) else "-"
+
+
+def _line(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()

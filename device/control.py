@@ -1,0 +1,85 @@
+"""Commands from the broker (`cmd/pace`, `cmd/pause`, `cmd/resume`, `cmd/ota-check`) and quotes.
+
+Payloads are untrusted input: each is validated, and anything malformed is ignored with one WARNING
+that says what was wrong, never an exception in the control loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from device.link.mqtt import Incoming
+from device.link.topics import Topics
+from device.pace import DEFAULT_OVERRIDE_S, PaceController
+
+log = logging.getLogger(__name__)
+
+
+class PaceCommand(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    detect_every: int | None = Field(default=None, ge=1, le=60)
+    max_fps: float | None = Field(default=None, ge=0.0, le=120.0)
+    embed_budget_per_s: float | None = Field(default=None, ge=0.0, le=1000.0)
+    expires_s: float = Field(default=DEFAULT_OVERRIDE_S, gt=0.0, le=86_400.0)
+
+
+class Control:
+    def __init__(
+        self, topics: Topics, pace: PaceController, on_quote: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
+        self.topics = topics
+        self.pace = pace
+        self.on_quote = on_quote
+        self.rejected = 0
+        self.quotes = 0
+
+    def handle(self, message: Incoming) -> None:
+        if message.topic == self.topics.quotes:
+            self._quote(message)
+            return
+        name = self.topics.command_name(message.topic)
+        if name == "pace":
+            self._pace(message.payload)
+        elif name in ("pause", "resume"):
+            self.pace.set_paused(name == "pause")
+            log.info("%s by operator command", "paused" if name == "pause" else "resumed")
+        elif name == "ota-check":
+            log.warning("cmd/ota-check ignored: this build has no model updater yet")
+        else:
+            self._reject(message.topic, "unknown command")
+
+    def _pace(self, payload: bytes) -> None:
+        try:
+            command = PaceCommand.model_validate_json(payload or b"{}")
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "payload"
+            self._reject(self.topics.command("pace"), f"{where}: {first['msg']}")
+            return
+        self.pace.override(
+            command.detect_every, command.max_fps, command.embed_budget_per_s, command.expires_s
+        )
+        log.info("pace override for %.0f s: %s", command.expires_s, command.model_dump(exclude_none=True))
+
+    def _quote(self, message: Incoming) -> None:
+        try:
+            quote = json.loads(message.payload)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            self._reject(message.topic, "quote is not JSON")
+            return
+        if not isinstance(quote, dict):
+            self._reject(message.topic, "quote is not a JSON object")
+            return
+        self.quotes += 1
+        if self.on_quote is not None:
+            self.on_quote(quote)
+
+    def _reject(self, topic: str, why: str) -> None:
+        self.rejected += 1
+        log.warning("ignored malformed message on %s: %s", topic, why)

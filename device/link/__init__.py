@@ -1,0 +1,1 @@
+"""The device's link to the broker: topic names, sequence numbers, the MQTT v5 client."""

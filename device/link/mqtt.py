@@ -1,0 +1,246 @@
+"""The MQTT v5 link: one paho client, driven by our own network thread.
+
+- paho callbacks only put events on a queue; the network thread and the app act on them. Nothing is
+  ever published from inside a callback.
+- Reconnects use our Backoff (exponential with jitter), not paho's built-in delay, which has no jitter
+  and would bring a whole fleet back in lock-step after a broker restart. Each step logs one line.
+- The retained status topic doubles as the last will, so a device that dies reads "offline".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from device.backoff import Backoff
+from device.config import MqttConfig
+from device.errors import LinkError
+from device.link.topics import Topics
+from device.wire import CONTENT_TYPE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    topic: str
+    payload: bytes
+    correlation: bytes | None = None
+
+
+@dataclass
+class LinkStats:
+    connected: bool = False
+    connects: int = 0
+    disconnects: int = 0
+    published: int = 0
+    publish_failed: int = 0
+    received: int = 0
+
+
+class Link:
+    def __init__(
+        self,
+        config: MqttConfig,
+        topics: Topics,
+        status: Callable[[], dict[str, Any]],
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.config = config
+        self.topics = topics
+        self._status = status  # builds the status payload when (re)connected
+        self.backoff = backoff or Backoff(
+            config.reconnect_min_s, config.reconnect_max_s, config.reconnect_jitter
+        )
+        self.incoming: queue.Queue[Incoming] = queue.Queue(maxsize=1000)
+        self.stats = LinkStats()
+        self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._stop = threading.Event()
+        self._client = self._make_client()
+        self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
+
+    # -- setup -------------------------------------------------------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"appliance-{self.topics.device_id}", protocol=mqtt.MQTTv5
+        )
+        client.connect_timeout = 3.0  # bounds how long a black-holed broker can hold up shutdown
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        will = json.dumps({"state": "offline", "reason": "lost"}).encode()
+        client.will_set(self.topics.status, will, qos=1, retain=True, properties=_json_props())
+        self._configure_security(client)
+        return client
+
+    def _configure_security(self, client: mqtt.Client) -> None:
+        cfg = self.config
+        if cfg.username is not None:
+            client.username_pw_set(cfg.username, _read_secret(cfg.password_file))
+        if cfg.tls or cfg.ca_file or cfg.cert_file:
+            for name, path in (
+                ("ca_file", cfg.ca_file),
+                ("cert_file", cfg.cert_file),
+                ("key_file", cfg.key_file),
+            ):
+                if path is not None and not path.is_file():
+                    raise LinkError(f"mqtt.{name} = {path} does not exist or is not a file")
+            if (cfg.cert_file is None) != (cfg.key_file is None):
+                raise LinkError("mqtt.cert_file and mqtt.key_file go together: set both or neither")
+            client.tls_set(
+                ca_certs=_str(cfg.ca_file), certfile=_str(cfg.cert_file), keyfile=_str(cfg.key_file)
+            )
+
+    # -- paho callbacks: trivial, they only enqueue ------------------------------------------------
+    def _on_connect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
+        self._events.put(("connack", reason))
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
+        self._events.put(("disconnected", reason))
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        self.stats.received += 1
+        correlation = getattr(message.properties, "CorrelationData", None)
+        # If the consumer is stuck, dropping commands/quotes beats blocking the network thread.
+        with contextlib.suppress(queue.Full):
+            self.incoming.put_nowait(Incoming(message.topic, bytes(message.payload), correlation))
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 1.5) -> None:
+        """Publish a clean offline status, disconnect, and end the network thread."""
+        if self.stats.connected:
+            info = self._client.publish(
+                self.topics.status,
+                json.dumps({"state": "offline", "reason": "stopped"}),
+                qos=1,
+                retain=True,
+                properties=_json_props(),
+            )
+            self._stop.set()
+            # If the connection went down meanwhile, the will says offline instead.
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(timeout / 2)
+        self._stop.set()
+        self._client.disconnect()
+        self._thread.join(timeout / 2)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._connect():
+                self._serve()
+            if not self._stop.is_set():
+                delay = self.backoff.next_delay()
+                log.warning(
+                    "mqtt %s:%d unavailable; retrying in %.1f s", self.config.host, self.config.port, delay
+                )
+                self._stop.wait(delay)
+
+    def _connect(self) -> bool:
+        try:
+            self._client.connect(self.config.host, self.config.port, self.config.keepalive_s)
+        except (OSError, ValueError) as exc:
+            log.debug("mqtt connect failed: %s", exc)
+            return False
+        return True
+
+    def _serve(self) -> None:
+        """Run the network loop until the connection drops or stop() is called."""
+        while not self._stop.is_set():
+            rc = self._client.loop(timeout=0.1)
+            if not self._handle_events() or rc != mqtt.MQTT_ERR_SUCCESS:
+                break
+        if self.stats.connected:
+            self.stats.connected = False
+            self.stats.disconnects += 1
+            level = logging.INFO if self._stop.is_set() else logging.WARNING
+            log.log(level, "mqtt disconnected from %s:%d", self.config.host, self.config.port)
+
+    def _handle_events(self) -> bool:
+        while True:
+            try:
+                kind, reason = self._events.get_nowait()
+            except queue.Empty:
+                return True
+            if kind == "disconnected":
+                return False
+            if reason.is_failure:
+                log.error("mqtt broker refused the connection: %s", reason)
+                return False
+            self._on_connected()
+
+    def _on_connected(self) -> None:
+        self.stats.connected = True
+        self.stats.connects += 1
+        self.backoff.reset()
+        log.info("mqtt connected to %s:%d", self.config.host, self.config.port)
+        self._client.subscribe([(self.topics.commands, 1), (self.topics.quotes, 1)])
+        self.publish_status()
+
+    # -- publishing (thread-safe: paho guards its queues with locks) -------------------------------
+    def publish_status(self) -> None:
+        payload = json.dumps({"state": "online", **self._status()})
+        self._publish(self.topics.status, payload.encode(), qos=1, retain=True, properties=_json_props())
+
+    def publish_object(self, payload: bytes, seq: int) -> bool:
+        props = _publish_props()
+        props.ContentType = CONTENT_TYPE
+        props.ResponseTopic = self.topics.quotes
+        props.CorrelationData = seq.to_bytes(8, "little")
+        return self._publish(self.topics.objects, payload, qos=1, properties=props)
+
+    def publish_stats(self, stats: dict[str, Any]) -> bool:
+        return self._publish(self.topics.stats, json.dumps(stats).encode(), qos=0, properties=_json_props())
+
+    def _publish(
+        self, topic: str, payload: bytes, qos: int, retain: bool = False, properties: Properties | None = None
+    ) -> bool:
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        # NO_CONN with QoS 1 still queues the message in paho's memory, to go out after reconnecting.
+        ok = (
+            info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)
+            if qos
+            else info.rc == mqtt.MQTT_ERR_SUCCESS
+        )
+        if ok:
+            self.stats.published += 1
+        else:
+            self.stats.publish_failed += 1
+        return ok
+
+
+def _publish_props() -> Properties:
+    return Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho leaves it untyped
+
+
+def _json_props() -> Properties:
+    props = _publish_props()
+    props.ContentType = "application/json"
+    return props
+
+
+def _str(path: object) -> str | None:
+    return None if path is None else str(path)
+
+
+def _read_secret(path: Any) -> str | None:
+    if path is None:
+        return None
+    try:
+        return str(path.read_text(encoding="utf-8")).strip()
+    except OSError as exc:
+        raise LinkError(f"mqtt.password_file {path} cannot be read: {exc.strerror}") from None

@@ -1,0 +1,86 @@
+"""The pace: how hard the pipeline may work right now, and why.
+
+The pipeline reads `PaceController.current()` once per frame. The pace comes from the config, can be
+overridden by an operator (`cmd/pace`, with an expiry, and `cmd/pause` / `cmd/resume`), and, once the
+thermal governor lands, from the device's temperatures and battery.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, replace
+
+from device.clock import Clock
+from device.config import PipelineConfig
+
+log = logging.getLogger(__name__)
+
+# An operator's override lasts this long unless the command says otherwise: long enough for a
+# debugging session, short enough that a forgotten override does not cook the device.
+DEFAULT_OVERRIDE_S = 600.0
+
+
+@dataclass(frozen=True)
+class Pace:
+    detect_every: int = 1
+    max_fps: float = 0.0  # 0: as fast as frames come
+    embed_budget_per_s: float = 0.0  # 0: no limit
+    paused: bool = False
+    reason: str = "config"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "detect_every": self.detect_every,
+            "max_fps": self.max_fps,
+            "embed_budget_per_s": self.embed_budget_per_s,
+            "paused": self.paused,
+            "reason": self.reason,
+        }
+
+
+class PaceController:
+    def __init__(self, config: PipelineConfig, clock: Clock) -> None:
+        self.clock = clock
+        self._base = Pace(config.detect_every, config.max_fps, config.embed_budget_per_s)
+        self._override: Pace | None = None
+        self._override_until = 0.0
+        self._paused_by_operator = False
+        self._lock = threading.Lock()
+        self._last_reported: Pace | None = None
+
+    def current(self) -> Pace:
+        with self._lock:
+            pace = self._base
+            if self._override is not None and self.clock.monotonic() < self._override_until:
+                pace = self._override
+            elif self._override is not None:
+                self._override = None
+                log.info("operator pace override expired")
+            if self._paused_by_operator:
+                pace = replace(pace, paused=True, reason="paused by operator")
+        if pace != self._last_reported:
+            log.info("pace %s", pace.to_dict())  # once per change, with its reason
+            self._last_reported = pace
+        return pace
+
+    def override(
+        self,
+        detect_every: int | None = None,
+        max_fps: float | None = None,
+        embed_budget_per_s: float | None = None,
+        expires_s: float = DEFAULT_OVERRIDE_S,
+    ) -> None:
+        with self._lock:
+            base = self._base
+            self._override = Pace(
+                detect_every if detect_every is not None else base.detect_every,
+                max_fps if max_fps is not None else base.max_fps,
+                embed_budget_per_s if embed_budget_per_s is not None else base.embed_budget_per_s,
+                reason="operator override",
+            )
+            self._override_until = self.clock.monotonic() + expires_s
+
+    def set_paused(self, paused: bool) -> None:
+        with self._lock:
+            self._paused_by_operator = paused

@@ -1,0 +1,179 @@
+"""The per-frame loop body: detect every Nth frame, track every frame, embed new or changed tracks,
+and hand each embedding to the sink as an object message.
+
+The pipeline owns no thread and no I/O: the app feeds it frames from the camera's latest-frame slot,
+and the sink (the link, later the outbox) owns delivery. Models can be swapped between frames.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from device.camera.source import Frame
+from device.clock import Clock
+from device.config import PipelineConfig
+from device.metrics import MovingAverage, Percentiles, RateMeter
+from device.pace import Pace, PaceController
+from device.vision.detector import Detection, Detector
+from device.vision.embedder import Embedder
+from device.vision.geometry import Box
+from device.vision.tracker import Track, Tracker
+from device.wire import ObjectMessage
+
+Sink = Callable[[ObjectMessage], None]
+STAGES = ("detect", "track", "embed", "publish")
+
+
+@dataclass
+class _Embedded:
+    box: Box
+    at: float
+
+
+@dataclass
+class PipelineCounters:
+    frames: int = 0
+    detected_frames: int = 0
+    embeddings: int = 0
+    embeds_deferred: int = 0  # over the embedding budget; retried on a later frame
+    swaps: int = 0
+
+
+@dataclass
+class _Swap:
+    detector: Detector | None = None
+    embedder: Embedder | None = None
+
+
+@dataclass
+class Pipeline:
+    detector: Detector
+    embedder: Embedder
+    tracker: Tracker
+    pace: PaceController
+    sink: Sink
+    next_seq: Callable[[], int]
+    config: PipelineConfig
+    clock: Clock
+    counters: PipelineCounters = field(default_factory=PipelineCounters)
+    stage_ms: dict[str, MovingAverage] = field(default_factory=lambda: {s: MovingAverage() for s in STAGES})
+    latency_ms: Percentiles = field(default_factory=Percentiles)  # capture -> handed to the sink
+    processed: RateMeter = field(default_factory=RateMeter)
+    _embedded: dict[int, _Embedded] = field(default_factory=dict)
+    _tokens: float = 0.0
+    _token_time: float = 0.0
+    _swap: _Swap | None = None
+    _swap_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def request_swap(self, detector: Detector | None = None, embedder: Embedder | None = None) -> None:
+        """Swap models before the next frame (called from another thread, e.g. the OTA updater)."""
+        with self._swap_lock:
+            self._swap = _Swap(detector, embedder)
+
+    def process(self, frame: Frame, pace: Pace | None = None) -> list[Track]:
+        """One frame through detect (if due), track and embed. Returns the reported tracks."""
+        self._apply_swap()
+        pace = pace or self.pace.current()
+        started = time.perf_counter()
+        detections = self._detect(frame) if self.counters.frames % pace.detect_every == 0 else None
+        tracked = time.perf_counter()
+        tracks = self.tracker.step(detections, frame.width, frame.height)
+        embedded = time.perf_counter()
+        self.stage_ms["detect"].add((tracked - started) * 1e3)
+        self.stage_ms["track"].add((embedded - tracked) * 1e3)
+        self._embed_due(frame, tracks, pace)
+        self._forget_gone(tracks)
+        self.counters.frames += 1
+        self.processed.tick(self.clock.monotonic())
+        return tracks
+
+    def _apply_swap(self) -> None:
+        with self._swap_lock:
+            swap, self._swap = self._swap, None
+        if swap is None:
+            return
+        if swap.detector is not None:
+            self.detector = swap.detector
+        if swap.embedder is not None:
+            self.embedder = swap.embedder
+            self._embedded.clear()  # vectors from the old model are not comparable: embed again
+        self.counters.swaps += 1
+
+    def _detect(self, frame: Frame) -> list[Detection]:
+        self.counters.detected_frames += 1
+        if frame.lores is None:
+            return self.detector.detect(frame.image)
+        # Found on the lores stream (same sensor readout, smaller): scale boxes up to the main stream.
+        sx = frame.width / frame.lores.shape[1]
+        sy = frame.height / frame.lores.shape[0]
+        return [
+            Detection(
+                d.class_id, d.label, d.score, Box(d.box.x1 * sx, d.box.y1 * sy, d.box.x2 * sx, d.box.y2 * sy)
+            )
+            for d in self.detector.detect(frame.lores)
+        ]
+
+    def _embed_due(self, frame: Frame, tracks: list[Track], pace: Pace) -> None:
+        now = self.clock.monotonic()
+        for track in tracks:
+            if not track.matched or not self._needs_embedding(track, now):
+                continue
+            if not self._take_token(pace, now):
+                self.counters.embeds_deferred += 1
+                continue
+            self._emit(frame, track, now)
+
+    def _needs_embedding(self, track: Track, now: float) -> bool:
+        last = self._embedded.get(track.track_id)
+        if last is None:
+            return True
+        changed = track.box.iou(last.box) < self.config.reembed_iou
+        return changed or now - last.at >= self.config.reembed_interval_s
+
+    def _take_token(self, pace: Pace, now: float) -> bool:
+        """Token bucket for the embedding budget; a burst of up to one second's budget is allowed."""
+        if pace.embed_budget_per_s <= 0:
+            return True
+        elapsed = now - self._token_time if self._token_time else 1.0
+        self._tokens = min(pace.embed_budget_per_s, self._tokens + elapsed * pace.embed_budget_per_s)
+        self._token_time = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+    def _emit(self, frame: Frame, track: Track, now: float) -> None:
+        start = time.perf_counter()
+        embedding = self.embedder.embed(frame.image, track.box)
+        built = time.perf_counter()
+        entry = self.embedder.model.entry
+        w, h = frame.width, frame.height
+        message = ObjectMessage(
+            seq=self.next_seq(),
+            captured_us=round(frame.captured * 1e6),
+            track_id=track.track_id,
+            class_id=track.class_id,
+            label=track.label,
+            score=track.score,
+            box=(track.box.x1 / w, track.box.y1 / h, track.box.x2 / w, track.box.y2 / h),
+            model_id=entry.id,
+            model_version=entry.version,
+            scale=embedding.scale,
+            zero_point=embedding.zero_point,
+            vector=embedding.values.tobytes(),
+        )
+        self.sink(message)
+        done = time.perf_counter()
+        self.stage_ms["embed"].add((built - start) * 1e3)
+        self.stage_ms["publish"].add((done - built) * 1e3)
+        self.latency_ms.add((self.clock.time() - frame.captured) * 1e3)
+        self._embedded[track.track_id] = _Embedded(track.box, now)
+        self.counters.embeddings += 1
+
+    def _forget_gone(self, tracks: list[Track]) -> None:
+        live = {t.track_id for t in tracks}
+        for track_id in [t for t in self._embedded if t not in live]:
+            del self._embedded[track_id]

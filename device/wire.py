@@ -1,0 +1,184 @@
+"""The object message, format v1: what the appliance publishes on `appliance/<id>/objects`.
+
+This module is the wire contract. It imports only the standard library, so an MQTT subscriber can copy
+or import it alone, without numpy, LiteRT or the rest of the firmware. docs/wire.md documents every byte;
+tests/data/wire/ holds golden vectors for other implementations.
+
+Layout (little-endian), fixed header of 48 bytes, then three short strings, then the vector:
+
+    off size type  field
+      0    4 4s    magic b"AOBJ"
+      4    1 u8    format version (1)
+      5    1 u8    flags (0; reserved, receivers must ignore unknown bits)
+      6    2 u16   class id
+      8    8 u64   seq: the device's sequence number, monotonic, never repeats (survives restarts)
+     16    8 i64   capture time, microseconds since the Unix epoch (UTC)
+     24    4 u32   track id
+     28    4 f32   detection score, 0..1
+     32   16 4xf32 box x1, y1, x2, y2, normalised to the frame (0..1)
+     48    1 u8    n = length of label, then n bytes UTF-8
+      .    1 u8    n = length of embedder model id, then n bytes UTF-8
+      .    1 u8    n = length of embedder model version, then n bytes UTF-8
+      .    4 f32   vector scale
+      .    2 i16   vector zero point
+      .    2 u16   d = vector dimension, then d bytes of int8 values
+
+real value of element i = (values[i] - zero_point) * scale.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+MAGIC = b"AOBJ"
+VERSION = 1
+CONTENT_TYPE = "application/vnd.appliance.object.v1"
+_HEADER = struct.Struct("<4sBBHQqIf4f")
+_VECTOR = struct.Struct("<fhH")
+MAX_TEXT = 255  # a u8 length prefix
+MAX_DIM = 65535
+
+
+class WireError(ValueError):
+    """A payload is not a valid object message; the message says which field and why."""
+
+
+@dataclass(frozen=True)
+class ObjectMessage:
+    seq: int
+    captured_us: int
+    track_id: int
+    class_id: int
+    label: str
+    score: float
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 normalised to the frame
+    model_id: str
+    model_version: str
+    scale: float
+    zero_point: int
+    vector: bytes  # int8 values, one byte each (two's complement)
+    flags: int = 0
+
+    @property
+    def dim(self) -> int:
+        return len(self.vector)
+
+    def values(self) -> list[int]:
+        """The int8 vector as Python ints (-128..127)."""
+        return [b - 256 if b > 127 else b for b in self.vector]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "version": VERSION,
+            "seq": self.seq,
+            "captured_us": self.captured_us,
+            "track_id": self.track_id,
+            "class_id": self.class_id,
+            "label": self.label,
+            "score": round(self.score, 6),
+            "box": [round(v, 6) for v in self.box],
+            "model_id": self.model_id,
+            "model_version": self.model_version,
+            "scale": self.scale,
+            "zero_point": self.zero_point,
+            "dim": self.dim,
+            "vector": self.values(),
+        }
+
+
+def encode(message: ObjectMessage) -> bytes:
+    """The v1 payload for `message`; WireError when a field does not fit its encoding."""
+    _check_ranges(message)
+    header = _HEADER.pack(
+        MAGIC,
+        VERSION,
+        message.flags,
+        message.class_id,
+        message.seq,
+        message.captured_us,
+        message.track_id,
+        message.score,
+        *message.box,
+    )
+    texts = b"".join(
+        _text(name, value)
+        for name, value in (
+            ("label", message.label),
+            ("model_id", message.model_id),
+            ("model_version", message.model_version),
+        )
+    )
+    vector = _VECTOR.pack(message.scale, message.zero_point, len(message.vector))
+    return header + texts + vector + bytes(message.vector)
+
+
+def decode(payload: bytes) -> ObjectMessage:
+    """Parse a v1 payload; WireError says what is wrong with it."""
+    if len(payload) < _HEADER.size:
+        raise WireError(f"payload of {len(payload)} bytes is shorter than the {_HEADER.size}-byte header")
+    magic, version, flags, class_id, seq, captured, track, score, *box = _HEADER.unpack_from(payload)
+    if magic != MAGIC:
+        raise WireError(f"bad magic {magic!r}, expected {MAGIC!r}: not an object message")
+    if version != VERSION:
+        raise WireError(f"format version {version} is not supported (this decoder reads {VERSION})")
+    offset = _HEADER.size
+    label, offset = _read_text(payload, offset, "label")
+    model_id, offset = _read_text(payload, offset, "model_id")
+    model_version, offset = _read_text(payload, offset, "model_version")
+    if len(payload) < offset + _VECTOR.size:
+        raise WireError("payload ends inside the vector header")
+    scale, zero_point, dim = _VECTOR.unpack_from(payload, offset)
+    offset += _VECTOR.size
+    if len(payload) != offset + dim:
+        raise WireError(f"vector of dimension {dim} needs {offset + dim} bytes, payload has {len(payload)}")
+    return ObjectMessage(
+        seq=seq,
+        captured_us=captured,
+        track_id=track,
+        class_id=class_id,
+        label=label,
+        score=score,
+        box=(box[0], box[1], box[2], box[3]),
+        model_id=model_id,
+        model_version=model_version,
+        scale=scale,
+        zero_point=zero_point,
+        vector=bytes(payload[offset:]),
+        flags=flags,
+    )
+
+
+def _text(name: str, value: str) -> bytes:
+    data = value.encode("utf-8")
+    if len(data) > MAX_TEXT:
+        raise WireError(f"{name} is {len(data)} bytes in UTF-8; the limit is {MAX_TEXT}")
+    return bytes([len(data)]) + data
+
+
+def _read_text(payload: bytes, offset: int, name: str) -> tuple[str, int]:
+    if offset >= len(payload):
+        raise WireError(f"payload ends before {name}")
+    end = offset + 1 + payload[offset]
+    if end > len(payload):
+        raise WireError(f"{name} runs past the end of the payload")
+    try:
+        return payload[offset + 1 : end].decode("utf-8"), end
+    except UnicodeDecodeError:
+        raise WireError(f"{name} is not valid UTF-8") from None
+
+
+def _check_ranges(m: ObjectMessage) -> None:
+    limits = {
+        "seq": (m.seq, 0, 2**64 - 1),
+        "track_id": (m.track_id, 0, 2**32 - 1),
+        "class_id": (m.class_id, 0, 65535),
+        "zero_point": (m.zero_point, -32768, 32767),
+        "flags": (m.flags, 0, 255),
+        "captured_us": (m.captured_us, -(2**63), 2**63 - 1),
+    }
+    for name, (value, low, high) in limits.items():
+        if not low <= value <= high:
+            raise WireError(f"{name} = {value} is outside {low}..{high}")
+    if len(m.vector) > MAX_DIM:
+        raise WireError(f"vector dimension {len(m.vector)} exceeds {MAX_DIM}")

