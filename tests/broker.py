@@ -40,7 +40,9 @@ class Mosquitto:
 
     def start(self) -> None:
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen([mosquitto_binary(), "-c", str(self.config)], stdout=log, stderr=log)
+            self.process = subprocess.Popen(
+                [mosquitto_binary(), "-c", str(self.config)], stdout=log, stderr=log
+            )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from device.backoff import Backoff
 from device.camera.factory import make_source
-from device.camera.fake_picamera2 import FakePicamera2
+from device.camera.fake_picamera2 import FakePicamera2, padded_i420
 from device.camera.grabber import FrameGrabber
 from device.camera.image_folder import ImageFolderSource
 from device.camera.opencv_source import OpenCVSource
@@ -38,7 +39,10 @@ def test_image_folder_makes_a_moving_repeatable_sequence() -> None:
     assert all(f.image.shape == (480, 640, 3) and f.image.dtype == np.uint8 for f in frames)
     assert [f.index for f in frames] == list(range(30))
     # Consecutive frames differ (the photo moves) but only a little (the tracker can follow).
-    diffs = [float(np.mean(np.abs(a.image.astype(int) - b.image.astype(int)))) for a, b in zip(frames, frames[1:])]
+    diffs = [
+        float(np.mean(np.abs(a.image.astype(int) - b.image.astype(int))))
+        for a, b in itertools.pairwise(frames)
+    ]
     assert min(diffs) > 0 and max(diffs[:20]) < 20
     # Paced at 15 fps on the injected clock.
     assert frames[-1].captured - frames[0].captured == pytest.approx(29 / 15, abs=1e-5)  # float64 at 1.8e9 s
@@ -126,7 +130,9 @@ def test_picamera2_main_and_lores_from_one_capture(fake_camera: type[FakePicamer
     source = Picamera2Source(width=640, height=480, lores_size=(300, 300), camera_class=fake_camera)
     source.open()
     frame = source.read()
-    assert frame.image.shape == (480, 640, 3) and frame.lores is not None and frame.lores.shape == (300, 300, 3)
+    assert (
+        frame.image.shape == (480, 640, 3) and frame.lores is not None and frame.lores.shape == (300, 300, 3)
+    )
     expected_main = cv2.resize(photo("astronaut"), (640, 480))
     assert np.abs(frame.image.astype(int) - expected_main).mean() < 1  # B,G,R swapped back to RGB
     expected_lores = cv2.resize(expected_main, (300, 300))
@@ -135,10 +141,8 @@ def test_picamera2_main_and_lores_from_one_capture(fake_camera: type[FakePicamer
 
 
 def test_yuv420_with_row_padding_converts_exactly_like_unpadded(photo: Photo) -> None:
-    from device.camera.fake_picamera2 import padded_i420
-
     rgb = cv2.resize(photo("coffee"), (300, 200))
-    i420 = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+    i420 = np.asarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420), dtype=np.uint8)
     reference = cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)
     assert np.array_equal(yuv420_to_rgb(padded_i420(i420, 300, 200, 320), 300, 200), reference)
     with pytest.raises(CameraError, match="is not YUV420"):
@@ -210,7 +214,7 @@ def test_grabber_reopens_a_failed_source_and_reports_it() -> None:
     source = FlakySource(fail_after=3)
     grabber = FrameGrabber(source, Backoff(0.01, 0.05, jitter=0), on_state=states.append)
     grabber.start()
-    frames = []
+    frames: list[Frame] = []
     deadline = time.monotonic() + 5
     while len(frames) < 10 and time.monotonic() < deadline:
         frame = grabber.take(0.5)

@@ -69,8 +69,8 @@ def test_unknown_key_names_the_key_and_the_file(tmp_path: Path) -> None:
 
 
 def test_unknown_section(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"camera in config file .*: unknown key"):
-        load_config(write(tmp_path, "[camera]\nsource = 1\n"), environ={})
+    with pytest.raises(ConfigError, match=r"kamera in config file .*: unknown key"):
+        load_config(write(tmp_path, "[kamera]\nsource = 1\n"), environ={})
 
 
 def test_invalid_value_names_the_key(tmp_path: Path) -> None:

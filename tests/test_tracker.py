@@ -10,7 +10,9 @@ from device.vision.tracker import Tracker
 W, H = 640, 480
 
 
-def det(x: float, y: float, w: float = 80, h: float = 120, class_id: int = 0, label: str = "person") -> Detection:
+def det(
+    x: float, y: float, w: float = 80, h: float = 120, class_id: int = 0, label: str = "person"
+) -> Detection:
     return Detection(class_id, label, 0.9, Box(x, y, x + w, y + h))
 
 
@@ -58,7 +60,7 @@ def test_two_objects_crossing_paths_keep_their_ids() -> None:
         for track in t.step([a, b], W, H):
             history.setdefault(track.track_id, []).append(track.box.x1)
     assert len(history) == 2
-    (first, firsts), (second, seconds) = sorted(history.items())
+    (_, firsts), (_, seconds) = sorted(history.items())
     assert firsts[-1] > firsts[0] and seconds[-1] < seconds[0]  # each id kept its own direction
 
 

@@ -101,25 +101,42 @@ def test_encoder_refuses_values_that_do_not_fit() -> None:
 
 def test_wire_imports_nothing_heavy() -> None:
     """A subscriber can use device.wire alone: no numpy, no LiteRT, no paho, no pydantic."""
-    code = "import sys, device.wire; print(sorted(m for m in sys.modules if m.split('.')[0] in " \
-           "{'numpy', 'cv2', 'ai_edge_litert', 'paho', 'pydantic'}))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    code = (
+        "import sys, device.wire; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'numpy', 'cv2', 'ai_edge_litert', 'paho', 'pydantic'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
     assert result.stdout.strip() == "[]"
 
 
 def test_cli_decodes_stdin_with_or_without_a_trailing_newline() -> None:
     payload, fields = golden("small")
     for data in (payload, payload + b"\n"):
-        result = subprocess.run([sys.executable, "-m", "device", "wire", "decode"], input=data,
-                                capture_output=True, cwd=ROOT, timeout=60, check=False)
+        result = subprocess.run(
+            [sys.executable, "-m", "device", "wire", "decode"],
+            input=data,
+            capture_output=True,
+            cwd=ROOT,
+            timeout=60,
+            check=False,
+        )
         assert result.returncode == 0, result.stderr
         decoded = json.loads(result.stdout)
         assert decoded["seq"] == 42 and decoded["label"] == "cup" and decoded["vector"] == fields["vector"]
 
 
 def test_cli_rejects_garbage_on_stdin(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "device", "wire", "decode"], input=b"hello\n",
-                            capture_output=True, text=False, cwd=ROOT, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "device", "wire", "decode"],
+        input=b"hello\n",
+        capture_output=True,
+        text=False,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 66
     assert b"not an object message" in result.stderr and b"Traceback" not in result.stderr
     assert appliance("wire", "--help").returncode == 0

@@ -1,0 +1,132 @@
+"""The pipeline with real models on the demo sequence: cadence, tracking, when to embed, model swaps."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pytest
+
+from device.camera.image_folder import ImageFolderSource
+from device.camera.source import Frame
+from device.clock import FakeClock
+from device.config import DetectorConfig, EmbedderConfig, PipelineConfig, TrackerConfig
+from device.pace import PaceController
+from device.pipeline import Pipeline
+from device.vision.embedder import Embedder
+from device.vision.models import make_detector
+from device.vision.runtime import LoadedModel
+from device.vision.tracker import Tracker
+from device.wire import ObjectMessage, decode, encode
+
+from .conftest import ROOT
+
+LoadModel = Callable[[str], LoadedModel]
+
+
+def build(
+    load_model: LoadModel, clock: FakeClock, detector: str = "centernet-coco-float", **settings: object
+) -> tuple[Pipeline, list[ObjectMessage]]:
+    sent: list[ObjectMessage] = []
+    config = PipelineConfig.model_validate(settings)
+    counter = iter(range(1, 10**6))
+    pipeline = Pipeline(
+        make_detector(load_model(detector), DetectorConfig(score_threshold=0.4)),
+        Embedder(load_model("efficientnet-lite0-int8"), EmbedderConfig()),
+        Tracker(TrackerConfig()),
+        PaceController(config, clock),
+        sent.append,
+        lambda: next(counter),
+        config,
+        clock,
+    )
+    return pipeline, sent
+
+
+def frames(clock: FakeClock, count: int, seconds: float = 4.0) -> Iterator[Frame]:
+    """Frames as the camera paces them: the fake clock moves 1/15 s per frame, as they are taken."""
+    source = ImageFolderSource(ROOT / "demo", fps=15, seconds=seconds, clock=clock)
+    source.open()
+    for _ in range(count):
+        yield source.read()
+
+
+def run(pipeline: Pipeline, clock: FakeClock, sequence: Iterable[Frame]) -> None:
+    for frame in sequence:
+        pipeline.process(frame)
+
+
+def test_astronaut_keeps_one_track_and_is_embedded_rarely(load_model: LoadModel) -> None:
+    clock = FakeClock()
+    pipeline, sent = build(load_model, clock)
+    run(pipeline, clock, frames(clock, 60))  # the astronaut, zooming and drifting for 4 s
+    people = [m for m in sent if m.label == "person"]
+    assert people, sent
+    assert {m.track_id for m in people} == {people[0].track_id}
+    assert 1 <= len(people) <= 6  # new, then only when the box changed a lot: never every frame
+    assert pipeline.counters.detected_frames == 60
+    assert [m.seq for m in sent] == list(range(1, len(sent) + 1))
+    for message in sent:
+        assert all(0.0 <= v <= 1.0 for v in message.box)
+        assert message.box[0] < message.box[2] and message.box[1] < message.box[3]
+        decoded = decode(encode(message))
+        assert decoded.box == pytest.approx(message.box, abs=1e-6)  # float32 on the wire
+        assert replace(decoded, box=message.box, score=message.score) == message
+
+
+def test_detector_runs_every_nth_frame_and_tracking_fills_the_gaps(load_model: LoadModel) -> None:
+    clock = FakeClock()
+    pipeline, sent = build(load_model, clock, detect_every=3)
+    run(pipeline, clock, frames(clock, 60))
+    assert pipeline.counters.detected_frames == 20
+    people = [m for m in sent if m.label == "person"]
+    assert people and {m.track_id for m in people} == {people[0].track_id}
+
+
+def test_reembed_interval(load_model: LoadModel) -> None:
+    clock = FakeClock()
+    pipeline, sent = build(load_model, clock, reembed_iou=0.01, reembed_interval_s=1.0)
+    run(pipeline, clock, frames(clock, 60))  # 4 s of one object: about one embedding per second
+    people = [m for m in sent if m.label == "person"]
+    assert 3 <= len(people) <= 5
+    gaps = np.diff([m.captured_us for m in people]) / 1e6
+    assert all(gap >= 1.0 - 1e-3 for gap in gaps)
+
+
+def test_embedding_budget_defers_and_counts(load_model: LoadModel) -> None:
+    clock = FakeClock()
+    pipeline, sent = build(load_model, clock, reembed_iou=1.0, embed_budget_per_s=2.0)
+    run(pipeline, clock, frames(clock, 45))  # reembed_iou=1.0 asks for an embedding on every frame
+    assert pipeline.counters.embeds_deferred > 0
+    assert len(sent) <= 2 * 3 + 2  # 3 s at 2 per second, plus the initial burst
+
+
+def test_models_swap_between_frames(load_model: LoadModel) -> None:
+    clock = FakeClock()
+    pipeline, sent = build(load_model, clock)
+    sequence = frames(clock, 40)
+    run(pipeline, clock, itertools.islice(sequence, 20))
+    before = len(sent)
+    swapped = make_detector(load_model("ssdlite-person-int8"), DetectorConfig(score_threshold=0.4))
+    pipeline.request_swap(
+        detector=swapped, embedder=Embedder(load_model("efficientnet-lite0-int8"), EmbedderConfig())
+    )
+    run(pipeline, clock, sequence)
+    assert pipeline.detector is swapped and pipeline.counters.swaps == 1
+    assert pipeline.counters.frames == 40  # no frame lost to the swap
+    assert len(sent) > before  # a new embedder means every track is embedded again
+
+
+def test_lores_detections_are_scaled_to_the_main_stream(load_model: LoadModel) -> None:
+    clock = FakeClock()
+    pipeline, _ = build(load_model, clock, detector="ssdlite-person-int8")
+    main = next(frames(clock, 1))
+    lores = np.asarray(cv2.resize(main.image, (300, 300)), dtype=np.uint8)
+    with_lores = Frame(main.image, main.captured, main.index, lores=lores)
+    direct = pipeline.detector.detect(main.image)
+    scaled = pipeline._detect(with_lores)
+    assert len(direct) == len(scaled) == 1
+    assert scaled[0].box.iou(direct[0].box) > 0.95
