@@ -7,9 +7,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install system-deps run test lint typecheck pytest models bench clean
 
-# Debian packages the tests need: gcc builds the stub Edge TPU delegate.
+# Debian packages the tests and `make run` need: gcc builds the stub Edge TPU delegate; mosquitto is
+# the real broker the tests and the demo talk to; mosquitto-clients for mosquitto_sub.
 system-deps:
-	@deploy/apt-ensure.sh gcc:gcc
+	@PATH="$$PATH:/usr/sbin" deploy/apt-ensure.sh gcc:gcc mosquitto:mosquitto mosquitto_sub:mosquitto-clients
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || deploy/apt-ensure.sh __force_venv__:python3-venv
 
 install: $(STAMP)
@@ -36,11 +37,10 @@ pytest: install
 
 test: lint typecheck pytest
 
-# Until the streaming pipeline lands (issue 3), the main job is the inference core on the bundled photos.
+# The whole loop on this machine: broker, pricing service (once it exists), appliance on the demo photos.
+# BROKER=host:port uses an existing broker; DURATION=20 stops after 20 s.
 run: install
-	$(BIN)/python -m device detect tests/data/astronaut.png tests/data/coffee.png tests/data/chelsea.png
-	$(BIN)/python -m device embed tests/data/astronaut.png tests/data/astronaut_flipped.png \
-		tests/data/coffee.png tests/data/chelsea.png tests/data/rocket.png
+	deploy/demo.sh
 
 bench: install
 	$(BIN)/python -m device bench models --json

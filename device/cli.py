@@ -57,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     models = bench_sub.add_parser("models", help="per-model invoke, preprocess and decode latency")
     models.add_argument("--json", action="store_true")
     models.add_argument("--iterations", type=int, default=100)
+    pipeline = bench_sub.add_parser(
+        "pipeline", help="pipeline fps against the bare interpreters, side by side"
+    )
+    pipeline.add_argument("--json", action="store_true")
+    pipeline.add_argument("--frames", type=int, default=240, help="frames per run (the demo sequence)")
+    pipeline.add_argument(
+        "--soak-seconds", type=float, default=0.0, help="also run paced this long; report RSS"
+    )
     return parser
 
 
@@ -91,6 +99,10 @@ def _dispatch_vision(args: argparse.Namespace) -> int:
         return detect(ctx, args.images, args.model, args.json)
     if args.command == "embed":
         return embed(ctx, args.images, args.json)
+    if args.bench_command == "pipeline":
+        from device.commands.bench_pipeline import bench_pipeline
+
+        return bench_pipeline(ctx, args.frames, args.soak_seconds, args.json)
     from device.commands.bench_models import bench_models
 
     return bench_models(ctx, args.iterations, args.json)

@@ -54,5 +54,8 @@ class Percentiles:
     def __len__(self) -> int:
         return len(self._samples)
 
+    def samples(self) -> list[float]:
+        return list(self._samples)
+
     def get(self, q: float) -> float | None:
         return float(np.percentile(np.fromiter(self._samples, float), q)) if self._samples else None

@@ -127,6 +127,6 @@ def test_lores_detections_are_scaled_to_the_main_stream(load_model: LoadModel) -
     lores = np.asarray(cv2.resize(main.image, (300, 300)), dtype=np.uint8)
     with_lores = Frame(main.image, main.captured, main.index, lores=lores)
     direct = pipeline.detector.detect(main.image)
-    scaled = pipeline._detect(with_lores)
+    scaled = pipeline._detect_scaled(with_lores)
     assert len(direct) == len(scaled) == 1
     assert scaled[0].box.iou(direct[0].box) > 0.95

@@ -8,8 +8,6 @@ is what the pipeline will really pay.
 from __future__ import annotations
 
 import json
-import os
-import platform
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,12 +15,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from device.commands.bench_support import machine
 from device.commands.context import Context
 from device.vision.detector import StageTimes
 from device.vision.embedder import Embedder
 from device.vision.geometry import Box
 from device.vision.images import read_image
-from device.vision.litert import import_litert
 from device.vision.models import make_detector
 from device.vision.runtime import InterpreterFactory
 
@@ -43,7 +41,7 @@ def bench_models(ctx: Context, iterations: int, as_json: bool) -> int:
             rows.append({"model": entry.id, "threads": threads, **_measure(run, iterations)})
     checks = _checks(rows)
     report = {
-        "machine": _machine(),
+        "machine": machine(),
         "frame": "astronaut.png at 640x480",
         "iterations": iterations,
         "results": rows,
@@ -98,18 +96,6 @@ def _checks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for r in rows
         if r["model"] == "ssdlite-person-int8"
     ]
-
-
-def _machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "runtime": import_litert().name,
-        "opencv": cv2.__version__,
-        "numpy": np.__version__,
-    }
 
 
 def _text(report: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 from device.app import App, Observers
 from device.commands.context import config_path
 from device.config import load_config
-from device.wire import ObjectMessage
+from device.wire import ObjectMessage, encode
 
 
 def run(explicit_config: str | None, duration: float | None, live: bool, debug: bool) -> int:
@@ -29,7 +29,7 @@ def print_object(message: ObjectMessage) -> None:
     box = ", ".join(f"{v:.2f}" for v in message.box)
     _line(
         f"object seq={message.seq:<6} track={message.track_id:<4} {message.label:<14} "
-        f"{message.score:.2f}  box=[{box}]  {message.dim}-d {len(message.vector) + 80} B"
+        f"{message.score:.2f}  box=[{box}]  {message.dim}-d, {len(encode(message))} B"
     )
 
 

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# `make run`: a local broker on a free loopback port (or BROKER=host:port), the pricing service when it
+# exists, and the appliance on the bundled demo source, printing one line per object and per quote.
+# Stops on Ctrl-C, or after DURATION seconds when set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+export PATH="$PATH:/usr/sbin"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+if [ -n "${BROKER:-}" ]; then
+    host="${BROKER%:*}"
+    port="${BROKER##*:}"
+else
+    host=127.0.0.1
+    port="$($PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    conf="$(mktemp -d)/mosquitto.conf"
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$port" >"$conf"
+    mosquitto -c "$conf" >/dev/null 2>&1 &
+    pids+=("$!")
+    for _ in $(seq 50); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        sleep 0.1
+    done
+    echo "demo: mosquitto on 127.0.0.1:$port (watch with: mosquitto_sub -p $port -t 'appliance/#' -v)"
+fi
+
+if $PY -c 'import pricing' 2>/dev/null; then
+    $PY -m pricing run --host "$host" --port "$port" --catalog demo &
+    pids+=("$!")
+    echo "demo: pricing service started"
+else
+    echo "demo: no pricing service in this build yet; objects only, no quotes"
+fi
+
+args=(--config deploy/demo.toml run --live)
+if [ -n "${DURATION:-}" ]; then
+    args+=(--duration "$DURATION")
+fi
+APPLIANCE_MQTT__HOST="$host" APPLIANCE_MQTT__PORT="$port" $PY -m device "${args[@]}"

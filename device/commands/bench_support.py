@@ -1,0 +1,68 @@
+"""What the benchmarks share: the machine description, demo frames, the hand-off micro-benchmark."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from device.backoff import Backoff
+from device.camera.grabber import FrameGrabber
+from device.camera.image_folder import ImageFolderSource
+from device.camera.source import Frame
+from device.vision.litert import import_litert
+
+DEMO = Path(__file__).resolve().parents[2] / "demo"
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "runtime": import_litert().name,
+        "opencv": cv2.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def render_frames(count: int, width: int, height: int) -> list[Frame]:
+    """`count` frames of the demo sequence, rendered ahead so the benchmark times only the pipeline."""
+    seconds = max(1.0, count / 4 / 15)  # the four demo photos, evenly
+    source = ImageFolderSource(DEMO, width=width, height=height, fps=0, seconds=seconds)
+    source.open()
+    return [source.read() for _ in range(count)]
+
+
+class _OneFrame:
+    name = "bench"
+
+    def __init__(self, frame: Frame) -> None:
+        self.frame = frame
+
+    def open(self) -> None: ...
+
+    def read(self) -> Frame:
+        return self.frame
+
+    def close(self) -> None: ...
+
+
+def handoff_us(samples: int = 2000) -> float:
+    """Median microseconds for one frame through the grabber's latest-frame slot (put, then take)."""
+    frame = Frame(np.zeros((480, 640, 3), np.uint8), 0.0, 0)
+    grabber = FrameGrabber(_OneFrame(frame), Backoff(1.0, 1.0))  # not started: we drive the slot
+    times = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        grabber._put(frame)
+        grabber.take(0.0)
+        times.append((time.perf_counter() - start) * 1e6)
+    return statistics.median(times)

@@ -1,0 +1,99 @@
+"""Test-side MQTT: a real paho subscriber that records what the broker delivers, and the daemon process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from .conftest import ROOT
+
+
+@dataclass(frozen=True)
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+    content_type: str | None
+    correlation: bytes | None
+    at: float
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+class Collector:
+    """Subscribes to `topic` and keeps every message, in arrival order."""
+
+    def __init__(self, port: int, topic: str = "appliance/#") -> None:
+        self.messages: list[Received] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert self._subscribed.wait(5), "subscription not acknowledged"
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        props = message.properties
+        received = Received(message.topic, bytes(message.payload), bool(message.retain),
+                            getattr(props, "ContentType", None), getattr(props, "CorrelationData", None),
+                            time.monotonic())
+        with self._lock:
+            self.messages.append(received)
+
+    def on(self, suffix: str) -> list[Received]:
+        with self._lock:
+            return [m for m in self.messages if m.topic.endswith(suffix)]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
+        self.client.publish(topic, payload, qos=qos).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def daemon_env(port: int, state: Path, device_id: str = "test-dev", **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    env.update({
+        "APPLIANCE_DEVICE_ID": device_id,
+        "APPLIANCE_STATE_DIR": str(state),
+        "APPLIANCE_RUNTIME__DEVICE": "cpu",
+        "APPLIANCE_MQTT__PORT": str(port),
+        "APPLIANCE_MQTT__RECONNECT_MIN_S": "0.2",
+        "APPLIANCE_MQTT__RECONNECT_MAX_S": "1.0",
+        "APPLIANCE_MQTT__STATS_INTERVAL_S": "1",
+        "APPLIANCE_MQTT__KEEPALIVE_S": "5",
+        "APPLIANCE_CAMERA__SOURCE": "images:demo?fps=15&seconds=3",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
+
+
+def start_daemon(env: dict[str, str], *args: str, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as handle:
+        return subprocess.Popen([sys.executable, "-m", "device", "run", *args], cwd=ROOT, env=env,
+                                stdout=handle, stderr=subprocess.STDOUT)
