@@ -1,0 +1,33 @@
+"""The benchmark commands run and report every figure (their values are judged in docs/benchmarks.md,
+never here: timing assertions in tests only measure how busy the CI machine is)."""
+
+from __future__ import annotations
+
+import json
+
+from .cli_helpers import appliance
+
+CPU = {"APPLIANCE_RUNTIME__DEVICE": "cpu"}
+
+
+def test_bench_models_reports_each_model_and_thread_count() -> None:
+    result = appliance("bench", "models", "--iterations", "3", "--json", env=CPU, timeout=300)
+    assert result.returncode in (0, 1), result.stderr  # 1 only if a budget is missed
+    report = json.loads(result.stdout)
+    pairs = {(r["model"], r["threads"]) for r in report["results"]}
+    assert ("ssdlite-person-int8", 1) in pairs and ("efficientnet-lite0-int8", 2) in pairs
+    for row in report["results"]:
+        assert row["invoke_ms"]["median"] > 0 and row["invoke_ms"]["p90"] >= row["invoke_ms"]["median"]
+        assert row["preprocess_ms"]["median"] > 0 and row["decode_ms"]["median"] >= 0
+    assert {c["budget"] for c in report["checks"]} == {0.15}
+
+
+def test_bench_pipeline_reports_every_figure() -> None:
+    result = appliance("bench", "pipeline", "--frames", "12", "--json", env=CPU, timeout=300)
+    assert result.returncode in (0, 1), result.stderr
+    report = json.loads(result.stdout)
+    assert set(report["fps"]) == {"pipeline_every_frame", "raw_interpreters", "pipeline_detect_every_3"}
+    assert all(v > 0 for v in report["fps"].values())
+    assert report["message"]["bytes"] == 1373 and report["message"]["jpeg_over_message"] > 1
+    assert report["non_inference_ms"]["median"] > 0
+    assert len(report["checks"]) == 4
