@@ -49,9 +49,14 @@ class Collector:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         props = message.properties
-        received = Received(message.topic, bytes(message.payload), bool(message.retain),
-                            getattr(props, "ContentType", None), getattr(props, "CorrelationData", None),
-                            time.monotonic())
+        received = Received(
+            message.topic,
+            bytes(message.payload),
+            bool(message.retain),
+            getattr(props, "ContentType", None),
+            getattr(props, "CorrelationData", None),
+            time.monotonic(),
+        )
         with self._lock:
             self.messages.append(received)
 
@@ -77,23 +82,30 @@ class Collector:
 
 def daemon_env(port: int, state: Path, device_id: str = "test-dev", **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
-    env.update({
-        "APPLIANCE_DEVICE_ID": device_id,
-        "APPLIANCE_STATE_DIR": str(state),
-        "APPLIANCE_RUNTIME__DEVICE": "cpu",
-        "APPLIANCE_MQTT__PORT": str(port),
-        "APPLIANCE_MQTT__RECONNECT_MIN_S": "0.2",
-        "APPLIANCE_MQTT__RECONNECT_MAX_S": "1.0",
-        "APPLIANCE_MQTT__STATS_INTERVAL_S": "1",
-        "APPLIANCE_MQTT__KEEPALIVE_S": "5",
-        "APPLIANCE_CAMERA__SOURCE": "images:demo?fps=15&seconds=3",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "APPLIANCE_DEVICE_ID": device_id,
+            "APPLIANCE_STATE_DIR": str(state),
+            "APPLIANCE_RUNTIME__DEVICE": "cpu",
+            "APPLIANCE_MQTT__PORT": str(port),
+            "APPLIANCE_MQTT__RECONNECT_MIN_S": "0.2",
+            "APPLIANCE_MQTT__RECONNECT_MAX_S": "1.0",
+            "APPLIANCE_MQTT__STATS_INTERVAL_S": "1",
+            "APPLIANCE_MQTT__KEEPALIVE_S": "5",
+            "APPLIANCE_CAMERA__SOURCE": "images:demo?fps=15&seconds=3",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(extra)
     return env
 
 
 def start_daemon(env: dict[str, str], *args: str, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as handle:
-        return subprocess.Popen([sys.executable, "-m", "device", "run", *args], cwd=ROOT, env=env,
-                                stdout=handle, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "device", "run", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )

@@ -90,7 +90,9 @@ def test_kill_9_leaves_the_last_will_offline(
     collector.wait_for(lambda: online(collector), 60, "status online")
     daemon.kill()
     daemon.wait(10)
-    collector.wait_for(lambda: collector.on(f"{TOPIC}/status")[-1].json()["state"] == "offline", 15, "the will")
+    collector.wait_for(
+        lambda: collector.on(f"{TOPIC}/status")[-1].json()["state"] == "offline", 15, "the will"
+    )
     late = Collector(broker.port, f"{TOPIC}/status")
     late.wait_for(lambda: bool(late.on("/status")), 5, "retained status")
     assert late.on("/status")[-1].json() == {"state": "offline", "reason": "lost"}
@@ -160,7 +162,9 @@ def test_unreachable_broker_at_start_keeps_retrying_quietly(tmp_path: Path) -> N
         late_broker = Mosquitto(tmp_path / "late", port=port)
         late_broker.start()
         collector = Collector(port)
-        collector.wait_for(lambda: len(collector.on(f"{TOPIC}/objects")) >= 1, 30, "objects once the broker is up")
+        collector.wait_for(
+            lambda: len(collector.on(f"{TOPIC}/objects")) >= 1, 30, "objects once the broker is up"
+        )
         collector.close()
         process.send_signal(signal.SIGTERM)
         assert process.wait(10) == 0
