@@ -20,8 +20,9 @@ from device.camera.grabber import FrameGrabber
 from device.clock import Clock, SystemClock
 from device.config import Config
 from device.control import Control
+from device.link.drain import Drainer
 from device.link.mqtt import Link
-from device.link.sequence import SequenceCounter
+from device.link.outbox import Outbox
 from device.link.topics import Topics
 from device.pace import PaceController
 from device.pipeline import Pipeline
@@ -31,7 +32,7 @@ from device.vision.manifest import Manifest
 from device.vision.models import make_detector
 from device.vision.runtime import InterpreterFactory
 from device.vision.tracker import Tracker
-from device.wire import ObjectMessage, encode
+from device.wire import ObjectMessage
 
 log = logging.getLogger(__name__)
 
@@ -61,23 +62,18 @@ class App:
         detector = make_detector(factory.load(manifest, config.models.detector), config.detector)
         embedder = Embedder(factory.load(manifest, config.models.embedder), config.embedder)
         self.pace = PaceController(config.pipeline, self.clock)
-        self.sequence = SequenceCounter(config.state_dir / "seq")
+        self.outbox = Outbox(config.state_dir / "outbox.sqlite", config.outbox, self.clock)
         self.pipeline = Pipeline(
-            detector,
-            embedder,
-            Tracker(config.tracker),
-            self.pace,
-            self._publish,
-            self.sequence.next,
-            config.pipeline,
-            self.clock,
+            detector, embedder, Tracker(config.tracker), self.pace, self._store, config.pipeline, self.clock
         )
         lores = (detector.input_width, detector.input_height)
         source = make_source(config.camera, lores_size=lores, clock=self.clock, camera_class=camera_class)
         self.grabber = FrameGrabber(
             source, Backoff(1.0, config.camera.reopen_max_s), on_state=self._camera_state
         )
-        self.link = Link(config.mqtt, self.topics, self._status)
+        self.link = Link(
+            config.mqtt, self.topics, self._status, Drainer(self.outbox, config.outbox, self.clock)
+        )
         self.control = Control(self.topics, self.pace, self.observers.on_quote)
         self.telemetry = Telemetry(config.device_id, self.clock, self.pipeline, self.grabber, self.link)
         self._camera_changed = threading.Event()
@@ -92,10 +88,12 @@ class App:
     def _camera_state(self, state: str) -> None:
         self._camera_changed.set()  # republished from the app thread, not the camera's
 
-    def _publish(self, message: ObjectMessage) -> None:
-        self.link.publish_object(encode(message), message.seq)
-        if self.observers.on_object is not None:
-            self.observers.on_object(message)
+    def _store(self, message: ObjectMessage) -> ObjectMessage | None:
+        """The pipeline's sink: into the outbox (which assigns seq); the link drains it from there."""
+        stored = self.outbox.add(message)
+        if stored is not None and self.observers.on_object is not None:
+            self.observers.on_object(stored)
+        return stored
 
     def run(self, stop: threading.Event, duration: float | None = None) -> None:
         """Run until `stop` is set, the duration passes, or a finite source ends."""
@@ -116,6 +114,7 @@ class App:
                 if duration is not None and now - started >= duration:
                     break
                 if now >= next_stats:
+                    self.outbox.expire()
                     self.link.publish_stats(self.telemetry.snapshot())
                     next_stats = now + self.config.mqtt.stats_interval_s
                 self._service()
@@ -149,6 +148,7 @@ class App:
     def shutdown(self) -> None:
         self.grabber.stop(timeout=0.5)
         self.link.stop(timeout=1.2)
+        self.outbox.close()
         log.info(
             "appliance stopped after %d frames, %d objects",
             self.pipeline.counters.frames,

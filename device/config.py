@@ -114,6 +114,20 @@ class MqttConfig(_Section):
     stats_interval_s: float = Field(default=10.0, gt=0)
 
 
+class OutboxConfig(_Section):
+    """Store-and-forward (docs/outbox.md). Sizes favour keeping a day of objects over an SD card's wear."""
+
+    # NORMAL: a power cut can lose the last moments of messages (never corrupts). FULL: fsync per message.
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    max_bytes: int = Field(default=64 * 2**20, ge=64 * 2**10)
+    max_age_s: float = Field(default=3 * 86_400.0, gt=0)
+    when_full: Literal["drop_oldest", "reject_new"] = "drop_oldest"
+    # Unacknowledged messages on the wire at once: bounds the duplicates a crash can cause.
+    max_inflight: int = Field(default=32, ge=1, le=1000)
+    # Backlog messages per second after an outage, so a fleet coming back does not flood the broker.
+    drain_rate_per_s: float = Field(default=500.0, gt=0)
+
+
 class Config(_Section):
     device_id: str = Field(default="demo-001", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -127,6 +141,7 @@ class Config(_Section):
     pipeline: PipelineConfig = PipelineConfig()
     tracker: TrackerConfig = TrackerConfig()
     mqtt: MqttConfig = MqttConfig()
+    outbox: OutboxConfig = OutboxConfig()
 
 
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:

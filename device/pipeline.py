@@ -23,7 +23,9 @@ from device.vision.geometry import Box
 from device.vision.tracker import Track, Tracker
 from device.wire import ObjectMessage
 
-Sink = Callable[[ObjectMessage], None]
+# Stores a message and gives it its seq; returns the stored message, or None if it could not be
+# stored (outbox full or disk full: counted there).
+Sink = Callable[[ObjectMessage], ObjectMessage | None]
 STAGES = ("detect", "track", "embed", "publish")
 
 
@@ -39,6 +41,7 @@ class PipelineCounters:
     detected_frames: int = 0
     embeddings: int = 0
     embeds_deferred: int = 0  # over the embedding budget; retried on a later frame
+    not_stored: int = 0  # embedded, but the outbox could not keep it (full, or disk full)
     swaps: int = 0
 
 
@@ -55,7 +58,6 @@ class Pipeline:
     tracker: Tracker
     pace: PaceController
     sink: Sink
-    next_seq: Callable[[], int]
     config: PipelineConfig
     clock: Clock
     counters: PipelineCounters = field(default_factory=PipelineCounters)
@@ -162,7 +164,7 @@ class Pipeline:
         entry = self.embedder.model.entry
         w, h = frame.width, frame.height
         message = ObjectMessage(
-            seq=self.next_seq(),
+            seq=0,  # the outbox assigns it, in the same transaction that stores the message
             captured_us=round(frame.captured * 1e6),
             track_id=track.track_id,
             class_id=track.class_id,
@@ -175,7 +177,8 @@ class Pipeline:
             zero_point=embedding.zero_point,
             vector=embedding.values.tobytes(),
         )
-        self.sink(message)
+        if self.sink(message) is None:
+            self.counters.not_stored += 1
         done = time.perf_counter()
         self.stage_ms["embed"].add((built - start) * 1e3)
         self.stage_ms["publish"].add((done - built) * 1e3)

@@ -57,6 +57,8 @@ class Telemetry:
             "camera": vars(self.grabber.stats).copy(),
             "link": vars(self.link.stats).copy(),
             "embeds_deferred": self.pipeline.counters.embeds_deferred,
+            "not_stored": self.pipeline.counters.not_stored,
+            "outbox": self.link.drainer.snapshot(),
         }
 
 

@@ -33,13 +33,18 @@ def build(
     sent: list[ObjectMessage] = []
     config = PipelineConfig.model_validate(settings)
     counter = iter(range(1, 10**6))
+
+    def store(message: ObjectMessage) -> ObjectMessage:
+        stored = replace(message, seq=next(counter))
+        sent.append(stored)
+        return stored
+
     pipeline = Pipeline(
         make_detector(load_model(detector), DetectorConfig(score_threshold=0.4)),
         Embedder(load_model("efficientnet-lite0-int8"), EmbedderConfig()),
         Tracker(TrackerConfig()),
         PaceController(config, clock),
-        sent.append,
-        lambda: next(counter),
+        store,
         config,
         clock,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,17 @@ from device.backoff import Backoff
 from device.camera.grabber import FrameGrabber
 from device.camera.image_folder import ImageFolderSource
 from device.camera.source import Frame
+from device.clock import SystemClock
+from device.config import OutboxConfig
+from device.link.outbox import Outbox
 from device.vision.litert import import_litert
 
 DEMO = Path(__file__).resolve().parents[2] / "demo"
+
+
+def scratch_outbox(config: OutboxConfig) -> Outbox:
+    """A real outbox in a throw-away directory (on the same disk as /tmp)."""
+    return Outbox(Path(tempfile.mkdtemp(prefix="appliance-bench-")) / "outbox.sqlite", config, SystemClock())
 
 
 def machine() -> dict[str, Any]:

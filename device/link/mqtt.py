@@ -27,6 +27,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from device.backoff import Backoff
 from device.config import MqttConfig
 from device.errors import LinkError
+from device.link.drain import Drainer
+from device.link.outbox import Pending
 from device.link.topics import Topics
 from device.wire import CONTENT_TYPE
 
@@ -56,11 +58,13 @@ class Link:
         config: MqttConfig,
         topics: Topics,
         status: Callable[[], dict[str, Any]],
+        drainer: Drainer,
         backoff: Backoff | None = None,
     ) -> None:
         self.config = config
         self.topics = topics
         self._status = status  # builds the status payload when (re)connected
+        self.drainer = drainer  # object messages come from the outbox, through the drainer
         self.backoff = backoff or Backoff(
             config.reconnect_min_s, config.reconnect_max_s, config.reconnect_jitter
         )
@@ -80,6 +84,7 @@ class Link:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         will = json.dumps({"state": "offline", "reason": "lost"}).encode()
         client.will_set(self.topics.status, will, qos=1, retain=True, properties=_json_props())
         self._configure_security(client)
@@ -109,6 +114,9 @@ class Link:
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
         self._events.put(("disconnected", reason))
+
+    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, reason: ReasonCode, _p: Any) -> None:
+        self._events.put(("puback", (mid, reason)))
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         self.stats.received += 1
@@ -161,9 +169,16 @@ class Link:
     def _serve(self) -> None:
         """Run the network loop until the connection drops or stop() is called."""
         while not self._stop.is_set():
-            rc = self._client.loop(timeout=0.1)
+            # A short loop timeout keeps the drain responsive: a new message waits at most this long.
+            rc = self._client.loop(timeout=0.01)
             if not self._handle_events() or rc != mqtt.MQTT_ERR_SUCCESS:
                 break
+            if self.stats.connected:
+                self.drainer.pump(self._publish_pending)
+        # Whatever was on the wire is sent again from the outbox after reconnecting; paho must not
+        # resend its own copies as well.
+        self._client.drop_out_messages()
+        self.drainer.disconnected()
         if self.stats.connected:
             self.stats.connected = False
             self.stats.disconnects += 1
@@ -176,6 +191,10 @@ class Link:
                 kind, reason = self._events.get_nowait()
             except queue.Empty:
                 return True
+            if kind == "puback":
+                mid, code = reason
+                self.drainer.acked(mid, code.is_failure, str(code))
+                continue
             if kind == "disconnected":
                 return False
             if reason.is_failure:
@@ -190,18 +209,24 @@ class Link:
         log.info("mqtt connected to %s:%d", self.config.host, self.config.port)
         self._client.subscribe([(self.topics.commands, 1), (self.topics.quotes, 1)])
         self.publish_status()
+        self.drainer.connected()
 
     # -- publishing (thread-safe: paho guards its queues with locks) -------------------------------
     def publish_status(self) -> None:
         payload = json.dumps({"state": "online", **self._status()})
         self._publish(self.topics.status, payload.encode(), qos=1, retain=True, properties=_json_props())
 
-    def publish_object(self, payload: bytes, seq: int) -> bool:
+    def _publish_pending(self, item: Pending) -> int | None:
+        """Put one outbox message on the wire (link thread only); its MQTT mid, or None if paho refused."""
         props = _publish_props()
         props.ContentType = CONTENT_TYPE
         props.ResponseTopic = self.topics.quotes
-        props.CorrelationData = seq.to_bytes(8, "little")
-        return self._publish(self.topics.objects, payload, qos=1, properties=props)
+        props.CorrelationData = item.seq.to_bytes(8, "little")
+        info = self._client.publish(self.topics.objects, item.payload, qos=1, properties=props)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return None
+        self.stats.published += 1
+        return info.mid
 
     def publish_stats(self, stats: dict[str, Any]) -> bool:
         return self._publish(self.topics.stats, json.dumps(stats).encode(), qos=0, properties=_json_props())

@@ -1,51 +1,47 @@
-"""Device sequence numbers that never repeat, even across restarts and power cuts.
+"""The sequence-number floor: a backstop that keeps seq from ever repeating, even if the outbox
+database is lost.
 
-Blocks of numbers are reserved on disk (written, fsynced, renamed) before any of them is used, so one
-fsync covers BLOCK messages. After a crash the next run starts above the last reservation: the
-numbers skipped then are a visible gap, never a repeat, which subscribers' deduplication relies on.
+The outbox assigns seq inside the same transaction that stores the message, so in normal operation
+seq is gap-free across restarts and crashes. If the database itself has to be quarantined (corrupt,
+truncated), its counter goes with it; this small file then says where to continue. Blocks of numbers
+are reserved here (written, fsynced, renamed) before the outbox hands any of them out, so one fsync
+covers BLOCK messages: after a quarantine the numbering resumes above the reservation, with a visible
+gap but never a repeat, which subscribers' deduplication relies on.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
-
-from device.errors import ApplianceError
 
 # One fsync per this many messages: at a few messages per second, one disk write every few minutes.
 BLOCK = 1000
 
 
-class SequenceCounter:
+class SeqFloor:
     def __init__(self, path: Path, block: int = BLOCK) -> None:
         self.path = path
         self.block = block
-        self._lock = threading.Lock()
-        self._next = self._load()
-        self._reserved = self._next
+        self.reserved = self._load()
 
     def _load(self) -> int:
         try:
             text = self.path.read_text(encoding="ascii").strip()
         except FileNotFoundError:
             return 1
-        except OSError as exc:
-            raise ApplianceError(f"sequence file {self.path} cannot be read: {exc.strerror}") from None
+        except OSError:
+            text = ""
         if not text.isdigit():
-            # Unreadable state must not restart numbering at 1 (that would repeat numbers). Start past
-            # any plausible earlier value, from the clock.
+            # Unreadable: continuing at 1 could repeat numbers. Jump past any plausible earlier value,
+            # using the clock (ms since the epoch grows faster than any device publishes).
             return int(time.time() * 1000)
         return int(text)
 
-    def next(self) -> int:
-        with self._lock:
-            if self._next >= self._reserved:
-                self._reserve(self._next + self.block)
-            value = self._next
-            self._next += 1
-            return value
+    def allow(self, seq: int) -> None:
+        """Make sure `seq` is below the reserved ceiling before it is handed out."""
+        if seq >= self.reserved:
+            self._reserve(seq + self.block)
 
     def _reserve(self, high: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,4 +56,4 @@ class SequenceCounter:
             os.fsync(directory)
         finally:
             os.close(directory)
-        self._reserved = high
+        self.reserved = high
