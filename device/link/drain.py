@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from device.clock import Clock
 from device.config import OutboxConfig
@@ -49,6 +49,11 @@ class Drainer:
         self._token_time = 0.0
 
     @property
+    def _burst(self) -> float:
+        """A tenth of a second's budget may go at once, so the rate is smooth at any pump frequency."""
+        return max(1.0, self.config.drain_rate_per_s / 10)
+
+    @property
     def inflight(self) -> int:
         return len(self._inflight)
 
@@ -57,7 +62,7 @@ class Drainer:
         self._live_cursor = self._boundary
         self._backlog_cursor = 0
         self._token_time = self.clock.monotonic()
-        self._tokens = 0.0
+        self._tokens = self._burst  # start with one burst, so a short backlog goes out at once
 
     def disconnected(self) -> None:
         self.stats.resends += len(self._inflight)
@@ -74,7 +79,7 @@ class Drainer:
                 return
             self._live_cursor = item.seq
         room -= len(live)
-        budget = min(room, int(self._refill()))
+        budget = min(room, int(self._refill() + 1e-3))  # float dust must not cost a whole token
         if budget <= 0 or self._backlog_cursor >= self._boundary:
             return
         for item in self.outbox.pending(self._backlog_cursor, budget):
@@ -88,9 +93,9 @@ class Drainer:
 
     def _refill(self) -> float:
         now = self.clock.monotonic()
-        rate = self.config.drain_rate_per_s
-        # Allow a burst of a tenth of a second's budget, so the rate is smooth at any pump frequency.
-        self._tokens = min(max(1.0, rate / 10), self._tokens + (now - self._token_time) * rate)
+        self._tokens = min(
+            self._burst, self._tokens + (now - self._token_time) * self.config.drain_rate_per_s
+        )
         self._token_time = now
         return self._tokens
 
@@ -116,7 +121,7 @@ class Drainer:
 
     def snapshot(self) -> dict[str, object]:
         return {
-            **self.outbox.stats(),
+            **asdict(self.outbox.stats()),
             "inflight": len(self._inflight),
             "sent": self.stats.sent,
             "acked": self.stats.acked,

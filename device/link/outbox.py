@@ -9,11 +9,14 @@ file is corrupt.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,6 +31,17 @@ log = logging.getLogger(__name__)
 
 # Errors that mean the file itself is broken (as opposed to a full disk or a busy lock).
 CORRUPT_MARKERS = ("malformed", "not a database", "file is encrypted", "disk image")
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    depth: int
+    bytes: int
+    oldest_age_s: float
+    drops: dict[str, int]  # by reason: oldest_evicted, full, expired, disk_full, corrupt
+    enqueue_p99_ms: float | None
+    quarantined: list[str]
+    last_error: str
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,20 @@ class Outbox:
         # A fresh file (new device, or after a quarantine) continues above the floor's reservation.
         return int(row[0]) if row else self.floor.reserved
 
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One atomic unit. The connection is in autocommit mode (isolation_level=None), so a `with
+        connection:` block would not group statements: a full disk between the INSERT and the seq update
+        would then leave them inconsistent."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
     # -- the per-frame path ------------------------------------------------------------------------
     def add(self, message: ObjectMessage) -> ObjectMessage | None:
         """Store `message` under the next seq and return it with that seq; None if it was not stored
@@ -92,7 +120,7 @@ class Outbox:
                 self._drop("full", f"outbox full ({self._bytes} bytes); rejecting new messages")
                 return None
             self.floor.allow(seq)
-            with self._db:
+            with self._transaction():
                 self._db.execute(
                     "INSERT INTO outbox (seq, created, size, payload) VALUES (?, ?, ?, ?)",
                     (seq, self.clock.time(), len(payload), payload),
@@ -117,7 +145,7 @@ class Outbox:
             return False
         while self._count and self._bytes + size > self.config.max_bytes:
             oldest = self._db.execute("SELECT seq, size FROM outbox ORDER BY seq LIMIT 1").fetchone()
-            with self._db:
+            with self._transaction():
                 self._db.execute("DELETE FROM outbox WHERE seq = ?", (oldest[0],))
             self._count -= 1
             self._bytes -= int(oldest[1])
@@ -159,7 +187,7 @@ class Outbox:
         """The broker has the message: forget it."""
         with self._lock:
             try:
-                with self._db:
+                with self._transaction():
                     row = self._db.execute(
                         "DELETE FROM outbox WHERE seq = ? RETURNING size", (seq,)
                     ).fetchone()
@@ -175,7 +203,7 @@ class Outbox:
         cutoff = self.clock.time() - self.config.max_age_s
         with self._lock:
             try:
-                with self._db:
+                with self._transaction():
                     rows = self._db.execute(
                         "DELETE FROM outbox WHERE created < ? RETURNING size", (cutoff,)
                     ).fetchall()
@@ -192,19 +220,22 @@ class Outbox:
             row = self._db.execute("SELECT MAX(seq) FROM outbox").fetchone()
         return int(row[0] or 0)
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> OutboxStats:
         with self._lock:
-            oldest = self._db.execute("SELECT MIN(created) FROM outbox").fetchone()[0]
+            try:
+                oldest = self._db.execute("SELECT MIN(created) FROM outbox").fetchone()[0]
+            except sqlite3.DatabaseError:
+                oldest = None
         p99 = self.enqueue_ms.get(99)
-        return {
-            "depth": self._count,
-            "bytes": self._bytes,
-            "oldest_age_s": round(self.clock.time() - oldest, 1) if oldest is not None else 0.0,
-            "drops": dict(self.drops),
-            "enqueue_p99_ms": None if p99 is None else round(p99, 3),
-            "quarantined": list(self.quarantined),
-            "last_error": self.last_error,
-        }
+        return OutboxStats(
+            depth=self._count,
+            bytes=self._bytes,
+            oldest_age_s=round(self.clock.time() - oldest, 1) if oldest is not None else 0.0,
+            drops=dict(self.drops),
+            enqueue_p99_ms=None if p99 is None else round(p99, 3),
+            quarantined=list(self.quarantined),
+            last_error=self.last_error,
+        )
 
     def close(self) -> None:
         with self._lock:

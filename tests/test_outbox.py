@@ -1,0 +1,157 @@
+"""The outbox on real SQLite files: seq, persistence, bounds, expiry, corruption, a full disk."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from device.clock import FakeClock
+from device.config import OutboxConfig
+from device.link.outbox import Outbox
+from device.wire import ObjectMessage, decode
+
+from .conftest import DATA
+
+
+def message(track: int = 1) -> ObjectMessage:
+    return decode((DATA / "wire" / "full_1280.bin").read_bytes()).__class__(
+        **{**decode((DATA / "wire" / "full_1280.bin").read_bytes()).__dict__, "seq": 0, "track_id": track}
+    )
+
+
+def outbox(path: Path, clock: FakeClock | None = None, **settings: object) -> Outbox:
+    return Outbox(path / "outbox.sqlite", OutboxConfig.model_validate(settings), clock or FakeClock())
+
+
+def test_seq_is_assigned_on_store_and_survives_reopening(tmp_path: Path) -> None:
+    box = outbox(tmp_path)
+    stored = [box.add(message(i)) for i in range(5)]
+    assert [m.seq for m in stored if m] == [1, 2, 3, 4, 5]
+    box.ack(2)
+    box.close()
+    again = outbox(tmp_path)
+    assert [p.seq for p in again.pending(0, 100)] == [1, 3, 4, 5]
+    assert decode(again.pending(0, 1)[0].payload).seq == 1
+    nxt = again.add(message())
+    assert nxt is not None and nxt.seq == 6  # never reused, even for acknowledged numbers
+    assert again.stats().depth == 5
+
+
+def test_pending_is_oldest_first_after_a_cursor(tmp_path: Path) -> None:
+    box = outbox(tmp_path)
+    for i in range(10):
+        box.add(message(i))
+    assert [p.seq for p in box.pending(4, 3)] == [5, 6, 7]
+    assert box.newest_seq() == 10
+
+
+def test_drop_oldest_when_full(tmp_path: Path) -> None:
+    box = outbox(tmp_path, max_bytes=64 * 1024)  # room for 47 messages of 1,381 bytes
+    for i in range(60):
+        assert box.add(message(i)) is not None
+    stats = box.stats()
+    assert stats.bytes <= 64 * 1024
+    assert stats.drops == {"oldest_evicted": 60 - stats.depth}
+    assert box.pending(0, 1)[0].seq == 60 - stats.depth + 1
+
+
+def test_reject_new_when_full(tmp_path: Path) -> None:
+    box = outbox(tmp_path, max_bytes=64 * 1024, when_full="reject_new")
+    results = [box.add(message(i)) for i in range(60)]
+    kept = [r for r in results if r is not None]
+    assert results[-1] is None and box.stats().drops == {"full": 60 - len(kept)}
+    assert [p.seq for p in box.pending(0, 100)] == [m.seq for m in kept] == list(range(1, len(kept) + 1))
+
+
+def test_messages_older_than_the_ttl_expire(tmp_path: Path) -> None:
+    clock = FakeClock()
+    box = outbox(tmp_path, clock, max_age_s=60)
+    box.add(message())
+    clock.advance(30)
+    box.add(message())
+    assert box.stats().oldest_age_s == 30.0
+    clock.advance(45)
+    assert box.expire() == 1
+    assert [p.seq for p in box.pending(0, 10)] == [2]
+    assert box.stats().drops == {"expired": 1}
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_corrupt_file_is_quarantined_and_numbering_goes_on(tmp_path: Path, damage: str) -> None:
+    box = outbox(tmp_path)
+    for i in range(30):
+        box.add(message(i))
+    box.close()
+    path = tmp_path / "outbox.sqlite"
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    if damage == "garbage":
+        path.write_bytes(os.urandom(path.stat().st_size))
+    else:
+        with path.open("r+b") as handle:
+            handle.truncate(path.stat().st_size // 3)
+    fresh = outbox(tmp_path)
+    stats = fresh.stats()
+    assert stats.depth == 0 and len(stats.quarantined) == 1
+    assert Path(stats.quarantined[0]).exists()
+    assert "moved to" in str(stats.last_error)
+    nxt = fresh.add(message())
+    assert nxt is not None and nxt.seq > 30  # above the floor: never a repeat
+
+
+def test_corruption_while_running_is_recovered(tmp_path: Path) -> None:
+    box = outbox(tmp_path)
+    for i in range(5):
+        box.add(message(i))
+    path = tmp_path / "outbox.sqlite"
+    box._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with path.open("r+b") as handle:  # another process scribbles over the file
+        handle.seek(0)
+        handle.write(b"\x00garbage" * 512)
+    box._db.execute("PRAGMA shrink_memory")  # drop the page cache, as memory pressure would
+    stored = None
+    for i in range(3):
+        stored = box.add(message(i)) or stored
+    assert stored is not None and stored.seq > 5
+    assert box.stats().quarantined and box.stats().drops.get("corrupt", 0) >= 1
+
+
+def test_synchronous_full_works(tmp_path: Path) -> None:
+    box = outbox(tmp_path, synchronous="FULL")
+    assert box.add(message()) is not None
+    assert box._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert box._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.fixture()
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs: real ENOSPC. Needs root (CI and this machine run as root)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_loses_messages_counted_never_the_process(tiny_disk: Path) -> None:
+    ballast = tiny_disk / "journal.log"  # something else on the same disk, e.g. a runaway log
+    ballast.write_bytes(b"x" * 400_000)
+    box = outbox(tiny_disk, max_bytes=64 * 2**20)
+    results = [box.add(message(i)) for i in range(1000)]  # 1.4 MB into what is left of 1 MiB
+    stored = [r for r in results if r is not None]
+    drops = box.stats().drops
+    assert stored and drops.get("disk_full", 0) == 1000 - len(stored) > 0
+    assert "disk is full" in str(box.stats().last_error)
+    ballast.unlink()  # space comes back...
+    later = box.add(message())
+    assert later is not None and later.seq == stored[-1].seq + 1  # ...and numbering continues, no gap
+    db = sqlite3.connect(tiny_disk / "outbox.sqlite")
+    assert db.execute("PRAGMA quick_check").fetchone()[0] == "ok"  # never corrupted
