@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -27,14 +29,21 @@ def mosquitto_binary() -> str:
 
 
 class Mosquitto:
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, persistent: bool = False) -> None:
+        """`persistent` keeps sessions and queued messages across a restart (saved on shutdown)."""
         self.directory = directory
         self.port = port or free_port()
         self.config = directory / "mosquitto.conf"
         self.log = directory / "mosquitto.log"
+        persistence = (
+            f"persistence true\npersistence_location {directory}/\n" if persistent else "persistence false\n"
+        )
+        # Run as whoever runs the tests: as root, mosquitto would otherwise drop to the `mosquitto`
+        # user, which cannot write its persistence file into the test's directory.
+        user = f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
         self.config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            "log_dest stderr\nlog_type error\nlog_type warning\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{persistence}{user}"
+            "max_queued_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\n"
         )
         self.process: subprocess.Popen[bytes] | None = None
 

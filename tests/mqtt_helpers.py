@@ -15,6 +15,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from .conftest import ROOT
 
@@ -35,15 +37,22 @@ class Received:
 class Collector:
     """Subscribes to `topic` and keeps every message, in arrival order."""
 
-    def __init__(self, port: int, topic: str = "appliance/#") -> None:
+    def __init__(self, port: int, topic: str = "appliance/#", session: str | None = None) -> None:
+        """With `session` (a client id), the broker keeps the subscription and queues messages for this
+        subscriber while it is away, across a broker restart too if the broker is persistent."""
         self.messages: list[Received] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=session or "", protocol=mqtt.MQTTv5)
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *_: self._subscribed.set()
         self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
-        self.client.connect("127.0.0.1", port)
+        self.client.reconnect_delay_set(1, 2)
+        props = None
+        if session:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = 3600
+        self.client.connect("127.0.0.1", port, clean_start=session is None, properties=props)
         self.client.loop_start()
         assert self._subscribed.wait(5), "subscription not acknowledged"
 
