@@ -43,6 +43,7 @@ class Observers:
 
     on_object: Callable[[ObjectMessage], None] | None = None
     on_quote: Callable[[dict[str, Any]], None] | None = None
+    on_stats: Callable[[dict[str, Any]], None] | None = None
 
 
 class App:
@@ -115,7 +116,10 @@ class App:
                     break
                 if now >= next_stats:
                     self.outbox.expire()
-                    self.link.publish_stats(self.telemetry.snapshot())
+                    snapshot = self.telemetry.snapshot()
+                    self.link.publish_stats(snapshot)
+                    if self.observers.on_stats is not None:
+                        self.observers.on_stats(snapshot)
                     next_stats = now + self.config.mqtt.stats_interval_s
                 self._service()
                 if not self._step(stop) and self.grabber.ended:

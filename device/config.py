@@ -204,10 +204,12 @@ def _describe(exc: ValidationError, path: Path | None, origins: dict[tuple[str, 
 
 
 def _resolve_paths(config: Config, path: Path | None) -> Config:
-    """A relative manifest path means relative to the config file, as operators expect."""
-    manifest = config.models.manifest
-    if path is not None and not manifest.is_absolute():
-        manifest = path.resolve().parent / manifest
-        models = config.models.model_copy(update={"manifest": manifest})
-        return config.model_copy(update={"models": models})
-    return config
+    """Relative paths in a config file are relative to that file, as operators expect."""
+    if path is None:
+        return config
+    base = path.resolve().parent
+    models = config.models
+    if not models.manifest.is_absolute():
+        models = models.model_copy(update={"manifest": base / models.manifest})
+    state_dir = config.state_dir if config.state_dir.is_absolute() else base / config.state_dir
+    return config.model_copy(update={"models": models, "state_dir": state_dir})

@@ -112,3 +112,8 @@ def test_config_check_command(tmp_path: Path) -> None:
     bad = check(write(tmp_path, "[runtime]\nthreads = 2\n"))
     assert bad.returncode == EX_CONFIG == 78
     assert "runtime.threads" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_relative_state_dir_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, 'state_dir = "state"\n'), environ={})
+    assert config.state_dir == tmp_path / "state"

@@ -20,7 +20,7 @@ def run(explicit_config: str | None, duration: float | None, live: bool, debug: 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    observers = Observers(on_object=print_object, on_quote=print_quote) if live else Observers()
+    observers = Observers(print_object, print_quote, print_stats) if live else Observers()
     App(config, observers=observers).run(stop, duration)
     return 0
 
@@ -47,6 +47,19 @@ def print_quote(quote: dict[str, Any]) -> None:
         f"quote  seq={quote.get('seq', '?'):<6} track={quote.get('track_id', '?'):<4} "
         f"avg {_money(avg)} {currency}, median {_money(median)} {currency}, "
         f"sell-through {_percent(through)} (n={quote.get('n')}, {quote.get('latency_ms', '?')} ms)"
+    )
+
+
+def print_stats(stats: dict[str, Any]) -> None:
+    """One line per stats interval, so an outage shows the backlog growing, then draining."""
+    fps, box = stats["fps"], stats["outbox"]
+    drops = sum(box["drops"].values())
+    link = "up" if stats["link"]["connected"] else "DOWN"
+    _line(
+        f"stats  {fps['processed']:.1f} fps (detector {fps['detected']:.1f}, skipped {fps['skipped']:.1f}) | "
+        f"outbox {box['depth']} msgs, {box['bytes'] / 1024:.0f} KB, oldest {box['oldest_age_s']:.0f} s, "
+        f"draining {box['drain_rate_per_s']:.0f}/s, drops {drops} | link {link} | "
+        f"pace {stats['pace']['reason']}"
     )
 
 
