@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     models = bench_sub.add_parser("models", help="per-model invoke, preprocess and decode latency")
     models.add_argument("--json", action="store_true")
     models.add_argument("--iterations", type=int, default=100)
+    outbox = bench_sub.add_parser("outbox", help="durable publishing against plain paho; backlog drain")
+    outbox.add_argument("--json", action="store_true")
+    outbox.add_argument("--messages", type=int, default=20_000)
+    outbox.add_argument("--backlog", type=int, default=100_000)
     pipeline = bench_sub.add_parser(
         "pipeline", help="pipeline fps against the bare interpreters, side by side"
     )
@@ -87,6 +91,10 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def _dispatch_vision(args: argparse.Namespace) -> int:
+    if args.command == "bench" and args.bench_command == "outbox":
+        from device.commands.bench_outbox import bench_outbox
+
+        return bench_outbox(args.messages, args.backlog, args.json)
     if args.command == "run":
         from device.commands.run import run
 

@@ -47,6 +47,7 @@ def test_in_flight_messages_are_bounded_and_acks_free_room(tmp_path: Path) -> No
     drainer.acked(wire.mids[1], failed=False, reason="Success")
     drainer.pump(wire.publish)
     assert wire.sent == [1, 2, 3, 4, 5]
+    drainer.flush()
     assert [p.seq for p in box.pending(0, 100)][:1] == [2]  # acknowledged means deleted
 
 
@@ -91,6 +92,7 @@ def test_a_rejected_message_is_dropped_not_retried_forever(tmp_path: Path) -> No
     drainer.connected()
     drainer.pump(wire.publish)
     drainer.acked(wire.mids[1], failed=True, reason="Not authorized")
+    drainer.flush()
     assert drainer.stats.rejected == 1 and box.pending(0, 10) == []
     snapshot = drainer.snapshot()
     assert snapshot["rejected"] == 1 and snapshot["depth"] == 0

@@ -23,6 +23,11 @@ from device.metrics import RateMeter
 
 log = logging.getLogger(__name__)
 
+ACK_BATCH = (
+    256  # delete acknowledged messages once this many have gathered (well under SQLite's 32766 params)
+)
+ACK_FLUSH_S = 0.05  # ... or after this long
+
 Publish = Callable[[Pending], int | None]  # returns the MQTT message id, or None if not sent
 
 
@@ -42,6 +47,8 @@ class Drainer:
         self.stats = DrainStats()
         self.ack_rate = RateMeter(window=10.0)
         self._inflight: dict[int, int] = {}  # MQTT mid -> seq
+        self._acked: list[int] = []  # acknowledged, to be deleted at the next flush
+        self._flushed_at = 0.0
         self._boundary = 0  # seq of the newest message stored before this connection
         self._live_cursor = 0
         self._backlog_cursor = 0
@@ -65,11 +72,13 @@ class Drainer:
         self._tokens = self._burst  # start with one burst, so a short backlog goes out at once
 
     def disconnected(self) -> None:
+        self.flush()
         self.stats.resends += len(self._inflight)
         self._inflight.clear()
 
     def pump(self, publish: Publish) -> None:
-        """Send what flow control allows right now."""
+        """Delete what was acknowledged (in batches), then send what flow control allows right now."""
+        self._maybe_flush()
         room = self.config.max_inflight - len(self._inflight)
         if room <= 0:
             return
@@ -115,9 +124,23 @@ class Drainer:
             # The broker will never take it (e.g. not authorised): retrying would block the outbox forever.
             self.stats.rejected += 1
             log.error("broker rejected object seq %d: %s; dropping it", seq, reason)
-        self.outbox.ack(seq)
+        self._acked.append(seq)
         self.stats.acked += 1
         self.ack_rate.tick(self.clock.monotonic())
+
+    def flush(self) -> None:
+        """Delete every message acknowledged since the last flush, in one transaction."""
+        acked, self._acked = self._acked, []
+        self._flushed_at = self.clock.monotonic()
+        self.outbox.ack(*acked)
+
+    def _maybe_flush(self) -> None:
+        # Deleting in batches keeps write transactions (and the write lock the pipeline also needs) rare.
+        # An acknowledged message left on disk a few ms longer is harmless: it is never sent again on
+        # this connection, and a disconnect flushes first.
+        due = self.clock.monotonic() - self._flushed_at >= ACK_FLUSH_S
+        if len(self._acked) >= ACK_BATCH or (self._acked and due):
+            self.flush()
 
     def snapshot(self) -> dict[str, object]:
         return {

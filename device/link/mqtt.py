@@ -14,6 +14,7 @@ import json
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from device.config import MqttConfig
 from device.errors import LinkError
 from device.link.drain import Drainer
 from device.link.outbox import Pending
+from device.link.properties import ObjectProperties
 from device.link.topics import Topics
 from device.wire import CONTENT_TYPE
 
@@ -65,12 +67,15 @@ class Link:
         self.topics = topics
         self._status = status  # builds the status payload when (re)connected
         self.drainer = drainer  # object messages come from the outbox, through the drainer
+        self._object_props = ObjectProperties(CONTENT_TYPE, topics.quotes)
         self.backoff = backoff or Backoff(
             config.reconnect_min_s, config.reconnect_max_s, config.reconnect_jitter
         )
         self.incoming: queue.Queue[Incoming] = queue.Queue(maxsize=1000)
         self.stats = LinkStats()
-        self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        # paho runs the callbacks on our network thread (we call loop() there); a deque is the cheapest
+        # thread-safe hand-off, and this one carries a PUBACK per object message.
+        self._events: deque[tuple[str, Any]] = deque()
         self._stop = threading.Event()
         self._client = self._make_client()
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
@@ -81,6 +86,9 @@ class Link:
             CallbackAPIVersion.VERSION2, client_id=f"appliance-{self.topics.device_id}", protocol=mqtt.MQTTv5
         )
         client.connect_timeout = 3.0  # bounds how long a black-holed broker can hold up shutdown
+        # The drainer bounds object messages in flight; paho's own window must not be the smaller one, or
+        # messages would wait in paho's memory instead of on disk. +4 leaves room for status and stats.
+        client.max_inflight_messages_set(self.drainer.config.max_inflight + 4)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -110,13 +118,13 @@ class Link:
 
     # -- paho callbacks: trivial, they only enqueue ------------------------------------------------
     def _on_connect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
-        self._events.put(("connack", reason))
+        self._events.append(("connack", reason))
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
-        self._events.put(("disconnected", reason))
+        self._events.append(("disconnected", reason))
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, reason: ReasonCode, _p: Any) -> None:
-        self._events.put(("puback", (mid, reason)))
+        self._events.append(("puback", (mid, reason)))
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         self.stats.received += 1
@@ -188,8 +196,8 @@ class Link:
     def _handle_events(self) -> bool:
         while True:
             try:
-                kind, reason = self._events.get_nowait()
-            except queue.Empty:
+                kind, reason = self._events.popleft()
+            except IndexError:
                 return True
             if kind == "puback":
                 mid, code = reason
@@ -218,10 +226,7 @@ class Link:
 
     def _publish_pending(self, item: Pending) -> int | None:
         """Put one outbox message on the wire (link thread only); its MQTT mid, or None if paho refused."""
-        props = _publish_props()
-        props.ContentType = CONTENT_TYPE
-        props.ResponseTopic = self.topics.quotes
-        props.CorrelationData = item.seq.to_bytes(8, "little")
+        props = self._object_props.for_seq(item.seq)
         info = self._client.publish(self.topics.objects, item.payload, qos=1, properties=props)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             return None

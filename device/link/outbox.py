@@ -19,10 +19,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from device.clock import Clock
 from device.config import OutboxConfig
-from device.link.outbox_store import open_store, quarantine
+from device.link.outbox_store import open_reader, open_store, quarantine
 from device.link.sequence import SeqFloor
 from device.metrics import Percentiles
 from device.wire import ObjectMessage, encode
@@ -60,9 +61,14 @@ class Outbox:
         self.quarantined: list[str] = []
         self.last_error = ""
         self.enqueue_ms = Percentiles()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the writer connection: the pipeline's inserts, the link's deletes
+        self._read_lock = threading.Lock()
+        self._reader: sqlite3.Connection | None = None
+        self._generation = 0  # bumped when the file is replaced, so the reader reopens
+        self._reader_generation = -1
         self._db = self._open()
         self._count, self._bytes = self._totals()
+        self._next = self._load_next()
 
     # -- opening and recovery ----------------------------------------------------------------------
     def _open(self) -> sqlite3.Connection:
@@ -76,16 +82,29 @@ class Outbox:
         self.quarantined.append(str(moved))
         self.last_error = f"outbox {self.path} was unreadable ({exc}); moved to {moved}, started a fresh one"
         log.error("%s", self.last_error)
+        self._generation += 1
         return open_store(self.path, self.config.synchronous)
 
     def _totals(self) -> tuple[int, int]:
         count, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox").fetchone()
         return int(count), int(size)
 
-    def _next_seq(self) -> int:
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+    def _load_next(self) -> int:
+        """The next seq: above every stored message and every deleted one (meta records those)."""
+        meta = self._db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+        newest = self._db.execute("SELECT MAX(seq) FROM outbox").fetchone()[0]
+        known = ([int(meta[0])] if meta else []) + ([int(newest) + 1] if newest is not None else [])
         # A fresh file (new device, or after a quarantine) continues above the floor's reservation.
-        return int(row[0]) if row else self.floor.reserved
+        return max(known) if known else self.floor.reserved
+
+    def _record_deleted(self, newest_deleted: int) -> None:
+        """Inside a deleting transaction: remember the deleted seqs, so they are never handed out again
+        even when the table is empty."""
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES ('next_seq', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+            (newest_deleted + 1,),
+        )
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -113,27 +132,25 @@ class Outbox:
 
     def _add_locked(self, message: ObjectMessage) -> ObjectMessage | None:
         try:
-            seq = self._next_seq()
+            seq = self._next
             stored = replace(message, seq=seq)
             payload = encode(stored)
             if not self._make_room(len(payload)):
                 self._drop("full", f"outbox full ({self._bytes} bytes); rejecting new messages")
                 return None
             self.floor.allow(seq)
-            with self._transaction():
-                self._db.execute(
-                    "INSERT INTO outbox (seq, created, size, payload) VALUES (?, ?, ?, ?)",
-                    (seq, self.clock.time(), len(payload), payload),
-                )
-                self._db.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('next_seq', ?)", (seq + 1,)
-                )
+            # One statement, so one implicit transaction: the row itself is the record of its seq.
+            self._db.execute(
+                "INSERT INTO outbox (seq, created, size, payload) VALUES (?, ?, ?, ?)",
+                (seq, self.clock.time(), len(payload), payload),
+            )
         except sqlite3.DatabaseError as exc:
             self._storage_failed(exc)
             return None
         except OSError as exc:  # the seq floor file: same disk, same causes
             self._drop("disk_full", f"cannot reserve sequence numbers: {exc.strerror}")
             return None
+        self._next = seq + 1
         self._count += 1
         self._bytes += len(payload)
         return stored
@@ -147,6 +164,7 @@ class Outbox:
             oldest = self._db.execute("SELECT seq, size FROM outbox ORDER BY seq LIMIT 1").fetchone()
             with self._transaction():
                 self._db.execute("DELETE FROM outbox WHERE seq = ?", (oldest[0],))
+                self._record_deleted(int(oldest[0]))
             self._count -= 1
             self._bytes -= int(oldest[1])
             self.drops["oldest_evicted"] += 1
@@ -159,6 +177,7 @@ class Outbox:
             self._db.close()
             self._db = self._recover(exc)
             self._count, self._bytes = self._totals()
+            self._next = self._load_next()
         else:
             # "database or disk is full", "disk I/O error": keep running; the message is lost, and says so.
             self._drop("disk_full", f"outbox cannot store a message: {exc}")
@@ -172,31 +191,43 @@ class Outbox:
 
     # -- the link's side ---------------------------------------------------------------------------
     def pending(self, after: int, limit: int) -> list[Pending]:
-        """Stored messages with seq > `after`, oldest first."""
-        with self._lock:
-            try:
-                rows = self._db.execute(
-                    "SELECT seq, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
-                ).fetchall()
-            except sqlite3.DatabaseError as exc:
-                self._storage_failed(exc)
-                return []
+        """Stored messages with seq > `after`, oldest first (the link's thread)."""
+        rows = self._read(
+            "SELECT seq, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+        )
         return [Pending(int(seq), bytes(payload)) for seq, payload in rows]
 
-    def ack(self, seq: int) -> None:
-        """The broker has the message: forget it."""
+    def _read(self, sql: str, args: tuple[int, ...] = ()) -> list[tuple[Any, ...]]:
+        """Reads go through their own connection: in WAL mode they never wait for the writer, so the link
+        does not queue behind the pipeline's inserts for the write lock (a convoy under the GIL)."""
+        with self._read_lock:
+            try:
+                if self._reader is None or self._reader_generation != self._generation:
+                    self._reader = open_reader(self.path)
+                    self._reader_generation = self._generation
+                return list(self._reader.execute(sql, args).fetchall())
+            except sqlite3.DatabaseError as exc:
+                failure = exc
+        with self._lock:
+            self._storage_failed(failure)
+        return []
+
+    def ack(self, *seqs: int) -> None:
+        """The broker has these messages: forget them, in one transaction (acks arrive in bursts)."""
+        if not seqs:
+            return
+        marks = ",".join("?" * len(seqs))
         with self._lock:
             try:
                 with self._transaction():
-                    row = self._db.execute(
-                        "DELETE FROM outbox WHERE seq = ? RETURNING size", (seq,)
-                    ).fetchone()
+                    rows = self._db.execute(f"DELETE FROM outbox WHERE seq IN ({marks}) RETURNING size", seqs)
+                    sizes = [int(r[0]) for r in rows.fetchall()]
+                    self._record_deleted(max(seqs))
             except sqlite3.DatabaseError as exc:
                 self._storage_failed(exc)
                 return
-            if row is not None:
-                self._count -= 1
-                self._bytes -= int(row[0])
+            self._count -= len(sizes)
+            self._bytes -= sum(sizes)
 
     def expire(self) -> int:
         """Delete messages older than max_age_s; returns how many."""
@@ -205,8 +236,10 @@ class Outbox:
             try:
                 with self._transaction():
                     rows = self._db.execute(
-                        "DELETE FROM outbox WHERE created < ? RETURNING size", (cutoff,)
+                        "DELETE FROM outbox WHERE created < ? RETURNING size, seq", (cutoff,)
                     ).fetchall()
+                    if rows:
+                        self._record_deleted(max(int(r[1]) for r in rows))
             except sqlite3.DatabaseError as exc:
                 self._storage_failed(exc)
                 return 0
@@ -216,9 +249,9 @@ class Outbox:
         return len(rows)
 
     def newest_seq(self) -> int:
-        with self._lock:
-            row = self._db.execute("SELECT MAX(seq) FROM outbox").fetchone()
-        return int(row[0] or 0)
+        rows = self._read("SELECT MAX(seq) FROM outbox")
+        value = rows[0][0] if rows else None
+        return int(value) if isinstance(value, int) else 0
 
     def stats(self) -> OutboxStats:
         with self._lock:
@@ -240,3 +273,6 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        with self._read_lock:
+            if self._reader is not None:
+                self._reader.close()

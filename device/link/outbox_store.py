@@ -42,6 +42,13 @@ def open_store(path: Path, synchronous: str) -> sqlite3.Connection:
     return db
 
 
+def open_reader(path: Path) -> sqlite3.Connection:
+    """A second connection for reads only; with WAL it sees every committed write, without waiting."""
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5.0)
+    db.execute("PRAGMA busy_timeout=5000")
+    return db
+
+
 def quarantine(path: Path, now: float) -> Path:
     """Move the broken file (and its WAL and shared-memory files) aside for inspection."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
