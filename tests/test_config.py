@@ -25,9 +25,13 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_example_config_is_valid_and_matches_the_defaults() -> None:
     config = load_config(EXAMPLE, environ={})
     defaults = load_config(None, environ={})
-    assert config.runtime == defaults.runtime
-    assert config.detector == defaults.detector
-    assert config.embedder == defaults.embedder
+    manifest = config.models.manifest
+    assert config.model_copy(update={"models": defaults.models}) == defaults  # every other key documented
+    assert manifest == Path("/opt/appliance/models/manifest.toml")
+    assert (config.models.detector, config.models.embedder) == (
+        defaults.models.detector,
+        defaults.models.embedder,
+    )
 
 
 def test_values_from_the_file(tmp_path: Path) -> None:
