@@ -19,7 +19,7 @@ import numpy.typing as npt
 from device.config import DetectorConfig
 from device.errors import ConfigError
 from device.vision.geometry import Box, Transform
-from device.vision.preprocess import Image, resize_into, to_tensor
+from device.vision.preprocess import Image, resize_fit, set_input
 from device.vision.runtime import LoadedModel
 from device.vision.tensors import single_image_input
 
@@ -75,10 +75,9 @@ class Detector(ABC):
 
     def detect(self, frame: Image) -> list[Detection]:
         start = time.perf_counter()
-        pixels, transform = resize_into(frame, self.input_width, self.input_height, self.model.entry.resize)
-        tensor = to_tensor(pixels, self.input_detail, self.model.entry.input)
+        resized, transform = resize_fit(frame, self.input_width, self.input_height, self.model.entry.resize)
         interpreter = self.model.interpreter
-        interpreter.set_tensor(self.input_detail["index"], tensor)
+        set_input(interpreter, self.input_detail, self.model.entry.input, resized, transform)
         invoked = time.perf_counter()
         interpreter.invoke()
         decoded = time.perf_counter()

@@ -10,6 +10,7 @@ import numpy.typing as npt
 
 from device.errors import InputError
 from device.vision.geometry import Transform, fit
+from device.vision.litert import Interpreter
 from device.vision.manifest import TensorSpec
 
 Image = npt.NDArray[np.uint8]
@@ -25,21 +26,34 @@ def check_frame(frame: npt.NDArray[Any]) -> None:
         raise InputError(f"frame of {frame.shape[1]}x{frame.shape[0]} pixels is too small")
 
 
-def resize_into(frame: Image, width: int, height: int, mode: str) -> tuple[Image, Transform]:
-    """Resize `frame` to (width, height); `letterbox` keeps the aspect ratio and pads with black."""
+def resize_fit(frame: Image, width: int, height: int, mode: str) -> tuple[Image, Transform]:
+    """Resize `frame` to fit (width, height) by `mode`, without the letterbox padding (see pad())."""
     check_frame(frame)
     frame_h, frame_w = frame.shape[:2]
     transform, new_w, new_h = fit(frame_w, frame_h, width, height, mode)
     # INTER_LINEAR, not INTER_AREA: AREA is about 8x slower for non-integer ratios (0.9 ms against 0.11 ms
     # for 640x480 -> 300x300 here), which alone would cost 40% of the SSD's invoke time; the detectors
     # score the same on both.
-    resized = cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    return np.asarray(
+        cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_LINEAR), dtype=np.uint8
+    ), transform
+
+
+def pad(resized: Image, transform: Transform, width: int, height: int) -> Image:
+    """The letterbox: `resized` centred on a black (width, height) canvas."""
+    new_h, new_w = resized.shape[:2]
     if (new_w, new_h) == (width, height):
-        return np.asarray(resized, dtype=np.uint8), transform
+        return resized
     canvas = np.zeros((height, width, 3), dtype=np.uint8)
     x, y = int(transform.pad_x), int(transform.pad_y)
     canvas[y : y + new_h, x : x + new_w] = resized
-    return canvas, transform
+    return canvas
+
+
+def resize_into(frame: Image, width: int, height: int, mode: str) -> tuple[Image, Transform]:
+    """Resize `frame` to exactly (width, height); `letterbox` keeps the aspect ratio and pads with black."""
+    resized, transform = resize_fit(frame, width, height, mode)
+    return pad(resized, transform, width, height), transform
 
 
 def to_tensor(pixels: Image, detail: dict[str, Any], spec: TensorSpec) -> npt.NDArray[Any]:
@@ -63,6 +77,28 @@ def to_tensor(pixels: Image, detail: dict[str, Any], spec: TensorSpec) -> npt.ND
     low, high = _INT_RANGES[dtype]
     quantised: npt.NDArray[Any] = np.clip(np.rint(real / scale + zero_point), low, high)
     return quantised.astype(dtype)[np.newaxis]
+
+
+def set_input(
+    interpreter: Interpreter, detail: dict[str, Any], spec: TensorSpec, resized: Image, transform: Transform
+) -> None:
+    """Write a resize_fit() result, padded, into the model's input tensor.
+
+    For raw float models the uint8 -> float32 conversion writes straight into LiteRT's own input buffer
+    (through tensor()'s view, released before invoke): no padded canvas, no 3 MB float temporary, no
+    set_tensor copy, and only the image region is converted. That saves about 0.4 ms per CenterNet
+    frame, 3% of its invoke time.
+    """
+    height, width = int(detail["shape"][1]), int(detail["shape"][2])
+    if spec.mean is None and np.dtype(detail["dtype"]).kind == "f":
+        view = interpreter.tensor(detail["index"])()[0]
+        new_h, new_w = resized.shape[:2]
+        x, y = int(transform.pad_x), int(transform.pad_y)
+        if (new_w, new_h) != (width, height):
+            view[:y], view[y + new_h :], view[:, :x], view[:, x + new_w :] = 0, 0, 0, 0
+        np.copyto(view[y : y + new_h, x : x + new_w], resized, casting="unsafe")
+        return
+    interpreter.set_tensor(detail["index"], to_tensor(pad(resized, transform, width, height), detail, spec))
 
 
 def dequantise(values: npt.NDArray[Any], detail: dict[str, Any]) -> npt.NDArray[np.float32]:
