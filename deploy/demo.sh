@@ -30,13 +30,13 @@ else
     echo "demo: mosquitto on 127.0.0.1:$port (watch with: mosquitto_sub -p $port -t 'appliance/#' -v)"
 fi
 
-if $PY -c 'import pricing' 2>/dev/null; then
-    $PY -m pricing run --host "$host" --port "$port" --catalog demo &
-    pids+=("$!")
-    echo "demo: pricing service started"
-else
-    echo "demo: no pricing service in this build yet; objects only, no quotes"
+catalog=.demo-state/catalog.sqlite
+if [ ! -s "$catalog" ] || [ -n "$(find models demo pricing/build.py -newer "$catalog" -print -quit)" ]; then
+    $PY -m pricing catalog demo --out "$catalog" 2>/dev/null
 fi
+$PY -m pricing run --host "$host" --port "$port" --catalog "$catalog" --index exact --stats-interval-s 30 &
+pids+=("$!")
+echo "demo: pricing service on the demo catalog (synthetic prices)"
 
 args=(--config deploy/demo.toml run --live)
 if [ -n "${DURATION:-}" ]; then

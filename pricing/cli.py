@@ -1,0 +1,124 @@
+"""`pricing-service`: run the service, build catalogs, benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from device.config import DEFAULT_MODELS_DIR
+from device.errors import EX_SOFTWARE, ApplianceError
+
+ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("pricing")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pricing-service", description="reference pricing service")
+    parser.add_argument("--debug", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="answer the devices' object messages with quotes")
+    run.add_argument("--config", type=Path, help="TOML with the keys of pricing/config.py")
+    for flag in ("catalog", "host", "instance", "index", "share-group", "topic-prefix"):
+        run.add_argument(f"--{flag}")
+    run.add_argument("--port", type=int)
+    run.add_argument("--k", type=int)
+    run.add_argument("--min-similarity", type=float)
+    run.add_argument("--min-neighbours", type=int)
+    run.add_argument("--stats-interval-s", type=float)
+
+    catalog = sub.add_parser("catalog", help="catalog tools").add_subparsers(dest="action", required=True)
+    build = catalog.add_parser("build", help="embed the images a CSV lists into a catalog file")
+    build.add_argument("csv", type=Path)
+    build.add_argument("--out", type=Path, default=Path("catalog.sqlite"))
+    demo = catalog.add_parser("demo", help="the demo catalog from the bundled photos (synthetic prices)")
+    demo.add_argument("--out", type=Path, default=ROOT / ".demo-state" / "catalog.sqlite")
+    for p in (build, demo):
+        p.add_argument("--manifest", type=Path, default=DEFAULT_MODELS_DIR / "manifest.toml")
+        p.add_argument("--embedder", default="efficientnet-lite0-int8")
+    demo.add_argument("--detector", default="centernet-coco-float")
+
+    bench = sub.add_parser("bench", help="index build, query latency, recall; quote latency end to end")
+    bench.add_argument("--json", action="store_true")
+    bench.add_argument("--items", type=int, default=1_000_000)
+    bench.add_argument("--dims", default="256,1280")
+    bench.add_argument("--queries", type=int, default=200)
+    return parser
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "catalog":
+        from pricing.build import build_demo, build_from_csv, load_embedder
+
+        if args.action == "demo":
+            count = build_demo(ROOT / "demo", args.out, args.manifest, args.embedder, args.detector)
+        else:
+            count = build_from_csv(args.csv, args.out, load_embedder(args.manifest, args.embedder))
+        print(f"{args.out}: {count} items")
+        return 0
+    if args.command == "bench":
+        from pricing.bench import bench
+
+        return bench(args.items, [int(d) for d in args.dims.split(",")], args.queries, args.json)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pricing.catalog import load_catalog
+    from pricing.config import load_service_config
+    from pricing.pricer import Pricer
+    from pricing.service import PricingService
+
+    overrides = {
+        k.replace("-", "_"): getattr(args, k.replace("-", "_"))
+        for k in (
+            "catalog",
+            "host",
+            "port",
+            "instance",
+            "index",
+            "share-group",
+            "topic-prefix",
+            "k",
+            "min-similarity",
+            "min-neighbours",
+            "stats-interval-s",
+        )
+    }
+    config = load_service_config(args.config, overrides)
+    service = PricingService(config, Pricer(load_catalog(config.catalog), config))
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    service.run(stop)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return dispatch(args)
+    except ApplianceError as exc:
+        if args.debug:
+            log.exception("failed")
+        print(f"pricing-service: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(
+            f"pricing-service: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
+            file=sys.stderr,
+        )
+        return EX_SOFTWARE

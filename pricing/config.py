@@ -1,0 +1,50 @@
+"""The pricing service's settings (TOML via --config, or command-line flags), strictly validated."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pricing.errors import ServiceConfigError
+
+
+class ServiceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    catalog: Path = Path("catalog.sqlite")
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    topic_prefix: str = Field(default="appliance", pattern=r"^[A-Za-z0-9_/-]{1,64}$")
+    # Copies of the service with the same group split the devices' messages between them.
+    share_group: str = Field(default="pricing", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    instance: str = Field(default="pricing-1", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    username: str | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    index: Literal["exact", "hnsw"] = "hnsw"
+    k: int = Field(default=20, ge=1, le=1000)
+    # Items less similar than this are not "similar items" at all; 0.5 keeps a cup's neighbours cups.
+    min_similarity: float = Field(default=0.5, ge=-1.0, le=1.0)
+    min_neighbours: int = Field(default=3, ge=1)
+    stats_interval_s: float = Field(default=10.0, gt=0)
+
+
+def load_service_config(path: Path | None, overrides: dict[str, object]) -> ServiceConfig:
+    data: dict[str, object] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ServiceConfigError(f"config file {path} cannot be read: {exc}") from None
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return ServiceConfig.model_validate(data)
+    except ValidationError as exc:
+        where = f"config file {path}" if path else "the command line"
+        details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ServiceConfigError(f"invalid pricing-service configuration in {where}: {details}") from None

@@ -1,0 +1,114 @@
+"""The NeighbourIndex port and its two adapters.
+
+Vectors are unit length, quantised to int8 x127 (catalog.normalise_int8), so cosine similarity is the
+int8 dot product divided by 127^2.
+- ExactIndex: numpy over all vectors, in blocks. The reference for recall, and fine for small catalogs.
+- HnswIndex: usearch's HNSW graph over the same int8 vectors; milliseconds at a million items.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+Int8Matrix = npt.NDArray[np.int8]
+SCALE = 127.0 * 127.0
+# Rows converted to float32 per step of the exact search: 16k x 1280 x 4 B = 84 MB of scratch at most.
+BLOCK = 16_384
+
+
+class NeighbourIndex(Protocol):
+    kind: str
+
+    def search(
+        self, query: npt.NDArray[np.int8], k: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Row numbers of the k most similar vectors and their cosine similarities, best first."""
+
+    def __len__(self) -> int: ...
+
+
+class ExactIndex:
+    kind = "exact"
+
+    def __init__(self, vectors: Int8Matrix) -> None:
+        self.vectors = vectors
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+    def search(
+        self, query: npt.NDArray[np.int8], k: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        ids, sims = self.search_many(query[np.newaxis], k)
+        return ids[0], sims[0]
+
+    def search_many(
+        self, queries: Int8Matrix, k: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Exact top-k for a batch of queries (the benchmark's recall reference)."""
+        q = queries.astype(np.float32).T
+        best_ids = np.empty((len(queries), 0), dtype=np.int64)
+        best_sims = np.empty((len(queries), 0), dtype=np.float32)
+        for start in range(0, len(self), BLOCK):
+            sims = (self.vectors[start : start + BLOCK].astype(np.float32) @ q).T / SCALE
+            ids = np.broadcast_to(np.arange(start, start + sims.shape[1]), sims.shape)
+            best_ids = np.concatenate([best_ids, ids], axis=1)
+            best_sims = np.concatenate([best_sims, sims.astype(np.float32)], axis=1)
+            if best_sims.shape[1] > k:
+                keep = np.argpartition(-best_sims, k - 1, axis=1)[:, :k]
+                best_ids = np.take_along_axis(best_ids, keep, axis=1)
+                best_sims = np.take_along_axis(best_sims, keep, axis=1)
+        order = np.argsort(-best_sims, axis=1, kind="stable")
+        return np.take_along_axis(best_ids, order, axis=1), np.take_along_axis(best_sims, order, axis=1)
+
+
+class HnswIndex:
+    """usearch HNSW over int8 vectors with the cosine metric. connectivity 16 and expansion 128/64 are
+    usearch's own defaults; docs/benchmarks.md has the recall they give at 1M items."""
+
+    kind = "hnsw"
+
+    def __init__(
+        self,
+        vectors: Int8Matrix,
+        connectivity: int = 16,
+        expansion_add: int = 128,
+        expansion_search: int = 64,
+        threads: int = 0,
+    ) -> None:
+        from usearch.index import Index  # noqa: PLC0415 - the exact index must work without usearch
+
+        self._index = Index(
+            ndim=int(vectors.shape[1]),
+            metric="cos",
+            dtype="i8",
+            connectivity=connectivity,
+            expansion_add=expansion_add,
+            expansion_search=expansion_search,
+        )
+        if len(vectors):
+            self._index.add(np.arange(len(vectors), dtype=np.uint64), vectors, threads=threads)
+        self._size = int(vectors.shape[0])
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def memory_bytes(self) -> int:
+        return int(self._index.memory_usage)
+
+    def search(
+        self, query: npt.NDArray[np.int8], k: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        if not self._size:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        found = self._index.search(query, min(k, self._size))
+        # usearch reports cosine distance (1 - similarity).
+        return np.asarray(found.keys, dtype=np.int64), (1.0 - np.asarray(found.distances)).astype(np.float32)
+
+
+def make_index(kind: str, vectors: Int8Matrix) -> NeighbourIndex:
+    return HnswIndex(vectors) if kind == "hnsw" else ExactIndex(vectors)

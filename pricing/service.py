@@ -1,0 +1,247 @@
+"""The MQTT side of the pricing service.
+
+- Subscribes to `$share/<group>/<prefix>/+/objects`: every copy of the service with the same group gets
+  a share of the devices' messages, so the service scales out by starting more copies.
+- Answers each object message on its MQTT v5 response topic with its correlation data, falling back to
+  `<prefix>/<device_id>/quotes`. A response topic outside the sending device's own topics is not
+  honoured (a device must not make the service publish into another device's topics).
+- Drops repeats of (device_id, seq) (the devices deliver at least once), refuses vectors from another
+  embedder model, and counts and logs (rate-limited) every payload it cannot use. It never crashes on one.
+- paho's callbacks only enqueue; one worker thread decodes, prices and publishes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from device.dedupe import Deduplicator
+from device.metrics import Percentiles
+from device.wire import CONTENT_TYPE, WireError, decode
+from pricing.config import ServiceConfig
+from pricing.pricer import Pricer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Request:
+    topic: str
+    payload: bytes
+    response_topic: str | None
+    correlation: bytes | None
+    content_type: str | None
+    received: float  # perf_counter at arrival, for the service's own latency
+
+
+@dataclass(frozen=True)
+class Reply:
+    topic: str
+    payload: bytes
+    correlation: bytes | None
+
+
+class PricingService:
+    def __init__(self, config: ServiceConfig, pricer: Pricer) -> None:
+        self.config = config
+        self.pricer = pricer
+        self.counts: Counter[str] = Counter()
+        self.latency_ms = Percentiles()
+        self.dedupe = Deduplicator()
+        self._requests: queue.Queue[Request | str] = queue.Queue(maxsize=10_000)
+        self._client = self._make_client()
+
+    # -- pure request handling (tests call this directly) -------------------------------------------
+    def handle(self, request: Request) -> Reply | None:
+        self.counts["received"] += 1
+        device_id = self._device_of(request.topic)
+        if device_id is None:
+            self._log_limited("topic", f"not an objects topic: {request.topic}")
+            return None
+        try:
+            message = decode(request.payload)
+        except WireError as exc:
+            self._log_limited("malformed", f"from {device_id}: {exc}")
+            return None
+        if not self.dedupe.is_new(device_id, message.seq):
+            self.counts["duplicates"] += 1
+            return None
+        quote = self.pricer.quote(message)
+        self.counts[quote.status] += 1
+        if quote.status == "refused":
+            self._log_limited("refused", f"refused {device_id} seq {message.seq}: {quote.reason}")
+        body = {
+            "device_id": device_id,
+            "seq": message.seq,
+            "track_id": message.track_id,
+            **quote.to_dict(),
+            "synthetic": self.pricer.catalog.info.synthetic,
+            "latency_ms": round((time.perf_counter() - request.received) * 1e3, 3),
+        }
+        return Reply(
+            self._reply_topic(device_id, request.response_topic),
+            json.dumps(body).encode(),
+            request.correlation,
+        )
+
+    def _device_of(self, topic: str) -> str | None:
+        prefix = self.config.topic_prefix + "/"
+        if not topic.startswith(prefix) or not topic.endswith("/objects"):
+            return None
+        device_id = topic[len(prefix) : -len("/objects")]
+        return device_id if device_id and "/" not in device_id else None
+
+    def _reply_topic(self, device_id: str, requested: str | None) -> str:
+        own = f"{self.config.topic_prefix}/{device_id}/"
+        if requested and requested.startswith(own) and "+" not in requested and "#" not in requested:
+            return requested
+        if requested:
+            self._log_limited(
+                "response_topic", f"{device_id} asked for replies on {requested}; using its own"
+            )
+        return own + "quotes"
+
+    def _log_limited(self, reason: str, text: str) -> None:
+        self.counts[f"rejected_{reason}"] += 1
+        count = self.counts[f"rejected_{reason}"]
+        if count & (count - 1) == 0:  # the 1st, 2nd, 4th, 8th ... of each kind
+            log.warning("%s (%d so far)", text, count)
+
+    # -- MQTT ---------------------------------------------------------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.config
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"pricing-{cfg.instance}", protocol=mqtt.MQTTv5
+        )
+        client.on_connect = lambda _c, _u, _f, reason, _p: self._requests.put(f"connected:{reason}")
+        client.on_message = self._on_message
+        client.reconnect_delay_set(1, 30)
+        will = json.dumps({"state": "offline", "instance": cfg.instance})
+        client.will_set(self.status_topic, will, qos=1, retain=True)
+        if cfg.username:
+            password = cfg.password_file.read_text().strip() if cfg.password_file else None
+            client.username_pw_set(cfg.username, password)
+        if cfg.ca_file or cfg.cert_file:
+            client.tls_set(
+                ca_certs=_opt(cfg.ca_file), certfile=_opt(cfg.cert_file), keyfile=_opt(cfg.key_file)
+            )
+        return client
+
+    @property
+    def status_topic(self) -> str:
+        return f"pricing/{self.config.instance}/status"
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        props = message.properties
+        request = Request(
+            message.topic,
+            bytes(message.payload),
+            getattr(props, "ResponseTopic", None),
+            getattr(props, "CorrelationData", None),
+            getattr(props, "ContentType", None),
+            time.perf_counter(),
+        )
+        try:
+            self._requests.put_nowait(request)
+        except queue.Full:
+            self.counts["overloaded"] += 1  # the worker is behind; the device will not wait for this one
+
+    def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
+        cfg = self.config
+        self._client.connect_async(cfg.host, cfg.port, keepalive=30)
+        self._client.loop_start()
+        log.info(
+            "pricing service %s: %d items, %s index, broker %s:%d",
+            cfg.instance,
+            len(self.pricer.catalog),
+            self.pricer.index.kind,
+            cfg.host,
+            cfg.port,
+        )
+        next_stats = time.monotonic() + cfg.stats_interval_s
+        try:
+            while not stop.is_set():
+                self._serve_one(ready)
+                if time.monotonic() >= next_stats:
+                    self._publish(f"pricing/{cfg.instance}/stats", json.dumps(self.stats()).encode(), qos=0)
+                    next_stats = time.monotonic() + cfg.stats_interval_s
+        finally:
+            self._publish(
+                self.status_topic,
+                json.dumps({"state": "offline", "instance": cfg.instance}).encode(),
+                retain=True,
+            )
+            self._client.disconnect()
+            self._client.loop_stop()
+
+    def _serve_one(self, ready: threading.Event | None) -> None:
+        try:
+            item = self._requests.get(timeout=0.1)
+        except queue.Empty:
+            return
+        if isinstance(item, str):  # a connection event: (re)subscribe, say we are online
+            self._on_connected(item, ready)
+            return
+        try:
+            reply = self.handle(item)
+        except Exception:
+            log.exception("internal error on %s; message dropped", item.topic)
+            self.counts["internal_errors"] += 1
+            return
+        if reply is not None:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.ContentType = "application/json"
+            if reply.correlation is not None:
+                props.CorrelationData = reply.correlation
+            self._client.publish(reply.topic, reply.payload, qos=1, properties=props)
+            self.latency_ms.add((time.perf_counter() - item.received) * 1e3)
+
+    def _on_connected(self, event: str, ready: threading.Event | None) -> None:
+        if not event.endswith("Success"):
+            log.error("broker refused the connection: %s", event.split(":", 1)[1])
+            return
+        cfg = self.config
+        self._client.subscribe(f"$share/{cfg.share_group}/{cfg.topic_prefix}/+/objects", qos=1)
+        online = {
+            "state": "online",
+            "instance": cfg.instance,
+            "items": len(self.pricer.catalog),
+            "model": [self.pricer.catalog.info.model_id, self.pricer.catalog.info.model_version],
+        }
+        self._publish(self.status_topic, json.dumps(online).encode(), retain=True)
+        log.info("connected; serving $share/%s/%s/+/objects", cfg.share_group, cfg.topic_prefix)
+        if ready is not None:
+            ready.set()
+
+    def _publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "instance": self.config.instance,
+            "items": len(self.pricer.catalog),
+            "index": self.pricer.index.kind,
+            "counts": dict(self.counts),
+            "queue": self._requests.qsize(),
+            "latency_ms": {"p50": _r(self.latency_ms.get(50)), "p99": _r(self.latency_ms.get(99))},
+            "content_type": CONTENT_TYPE,
+        }
+
+
+def _opt(path: object) -> str | None:
+    return None if path is None else str(path)
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
