@@ -8,6 +8,7 @@ SIGTERM sets the stop event; everything is down within 2 s.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,7 +76,11 @@ class App:
         self.link = Link(
             config.mqtt, self.topics, self._status, Drainer(self.outbox, config.outbox, self.clock)
         )
-        self.control = Control(self.topics, self.pace, self.observers.on_quote)
+        self.control = Control(self.topics, self.pace, self._on_quote)
+        self._stored_at: dict[int, float] = {}  # seq -> when stored, for the quote round trip
+        self._stored_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._control_thread = threading.Thread(target=self._control_loop, name="control", daemon=True)
         self.telemetry = Telemetry(config.device_id, self.clock, self.pipeline, self.grabber, self.link)
         self._camera_changed = threading.Event()
 
@@ -92,9 +97,24 @@ class App:
     def _store(self, message: ObjectMessage) -> ObjectMessage | None:
         """The pipeline's sink: into the outbox (which assigns seq); the link drains it from there."""
         stored = self.outbox.add(message)
-        if stored is not None and self.observers.on_object is not None:
-            self.observers.on_object(stored)
+        if stored is not None:
+            with self._stored_lock:
+                self._stored_at[stored.seq] = self.clock.monotonic()
+                while len(self._stored_at) > 1000:  # keep only recent messages' times
+                    self._stored_at.pop(next(iter(self._stored_at)))
+            if self.observers.on_object is not None:
+                self.observers.on_object(stored)
         return stored
+
+    def _on_quote(self, quote: dict[str, Any]) -> None:
+        """Adds `round_trip_ms`: from storing the object message to its quote arriving here."""
+        seq = quote.get("seq")
+        with self._stored_lock:
+            stored = self._stored_at.pop(seq, None) if isinstance(seq, int) else None
+        if stored is not None:
+            quote = {**quote, "round_trip_ms": round((self.clock.monotonic() - stored) * 1e3, 2)}
+        if self.observers.on_quote is not None:
+            self.observers.on_quote(quote)
 
     def run(self, stop: threading.Event, duration: float | None = None) -> None:
         """Run until `stop` is set, the duration passes, or a finite source ends."""
@@ -102,6 +122,7 @@ class App:
         self.telemetry.started = started
         self.link.start()
         self.grabber.start()
+        self._control_thread.start()
         log.info(
             "appliance %s running: device %s, source %s",
             __version__,
@@ -127,9 +148,20 @@ class App:
         finally:
             self.shutdown()
 
+    def _control_loop(self) -> None:
+        """Commands and quotes are handled as they arrive, on their own thread: on the frame loop they
+        would wait up to a frame (66 ms at 15 fps) before anyone saw them."""
+        while not self._stopping.is_set():
+            try:
+                message = self.link.incoming.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self.control.handle(message)
+            except Exception:  # a bad message or observer must not end command handling
+                log.exception("error while handling %s", message.topic)
+
     def _service(self) -> None:
-        while not self.link.incoming.empty():
-            self.control.handle(self.link.incoming.get_nowait())
         if self._camera_changed.is_set() and self.link.stats.connected:
             self._camera_changed.clear()
             self.link.publish_status()
@@ -150,6 +182,7 @@ class App:
         return True
 
     def shutdown(self) -> None:
+        self._stopping.set()
         self.grabber.stop(timeout=0.5)
         self.link.stop(timeout=1.2)
         self.outbox.close()

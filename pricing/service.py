@@ -27,6 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from device.dedupe import Deduplicator
+from device.link.tcp import disable_nagle
 from device.metrics import Percentiles
 from device.wire import CONTENT_TYPE, WireError, decode
 from pricing.config import ServiceConfig
@@ -126,6 +127,7 @@ class PricingService:
         )
         client.on_connect = lambda _c, _u, _f, reason, _p: self._requests.put(f"connected:{reason}")
         client.on_message = self._on_message
+        client.on_socket_open = disable_nagle
         client.reconnect_delay_set(1, 30)
         will = json.dumps({"state": "offline", "instance": cfg.instance})
         client.will_set(self.status_topic, will, qos=1, retain=True)

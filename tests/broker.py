@@ -43,7 +43,7 @@ class Mosquitto:
         user = f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{persistence}{user}"
-            "max_queued_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\n"
+            "max_queued_messages 0\nset_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n"
         )
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -35,7 +35,7 @@ def local_broker() -> Iterator[int]:
     # max_inflight / max_queued raised so the broker, not its defaults, is what the benchmark measures.
     config.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_inflight_messages 0\nmax_queued_messages 0\n"
+        "max_inflight_messages 0\nmax_queued_messages 0\nset_tcp_nodelay true\n"
     )
     process = subprocess.Popen(
         [binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

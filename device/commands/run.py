@@ -34,19 +34,19 @@ def print_object(message: ObjectMessage) -> None:
 
 
 def print_quote(quote: dict[str, Any]) -> None:
-    if quote.get("status") == "insufficient_data" or quote.get("n", 0) == 0:
+    if quote.get("status", "ok") != "ok":
         _line(
             f"quote  seq={quote.get('seq', '?'):<6} track={quote.get('track_id', '?'):<4} "
-            f"insufficient data ({quote.get('reason', 'too few similar items')})"
+            f"{str(quote.get('status', '')).replace('_', ' ')}: {quote.get('reason', '')}"
         )
         return
     currency = quote.get("currency", "")
     avg, median = quote.get("avg_sold_price"), quote.get("median_sold_price")
-    through = quote.get("sell_through")
+    through, trip = quote.get("sell_through"), quote.get("round_trip_ms", "?")
     _line(
         f"quote  seq={quote.get('seq', '?'):<6} track={quote.get('track_id', '?'):<4} "
         f"avg {_money(avg)} {currency}, median {_money(median)} {currency}, "
-        f"sell-through {_percent(through)} (n={quote.get('n')}, {quote.get('latency_ms', '?')} ms)"
+        f"sell-through {_percent(through)} (n={quote.get('n')}; round trip {trip} ms)"
     )
 
 

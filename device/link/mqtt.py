@@ -31,6 +31,7 @@ from device.errors import LinkError
 from device.link.drain import Drainer
 from device.link.outbox import Pending
 from device.link.properties import ObjectProperties
+from device.link.tcp import disable_nagle
 from device.link.topics import Topics
 from device.wire import CONTENT_TYPE
 
@@ -93,6 +94,7 @@ class Link:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
+        client.on_socket_open = disable_nagle
         will = json.dumps({"state": "offline", "reason": "lost"}).encode()
         client.will_set(self.topics.status, will, qos=1, retain=True, properties=_json_props())
         self._configure_security(client)
