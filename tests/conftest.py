@@ -83,3 +83,8 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     instance.start()
     yield instance
     instance.stop()
+
+
+@pytest.fixture(scope="session")
+def embedder_dir() -> Path:
+    return MODELS

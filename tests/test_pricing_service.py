@@ -1,0 +1,150 @@
+"""The pricing service over a real mosquitto: shared subscription across copies, and the whole loop
+with the real daemon."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from device.wire import CONTENT_TYPE, decode, encode
+from pricing.build import build_demo
+from pricing.catalog import load_catalog
+from pricing.config import ServiceConfig
+from pricing.pricer import Pricer
+from pricing.service import PricingService
+
+from .broker import Mosquitto
+from .conftest import DATA, MODELS, ROOT
+from .mqtt_helpers import Collector, daemon_env, start_daemon
+
+
+@pytest.fixture(scope="session")
+def demo_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("catalog") / "demo.sqlite"
+    build_demo(
+        ROOT / "demo", path, MODELS / "manifest.toml", "efficientnet-lite0-int8", "centernet-coco-float"
+    )
+    return path
+
+
+def test_demo_catalog_is_marked_synthetic(demo_catalog: Path) -> None:
+    catalog = load_catalog(demo_catalog)
+    assert catalog.info.synthetic and len(catalog) == 96 and 0.2 < catalog.sold.mean() < 0.8
+
+
+@pytest.fixture()
+def two_services(broker: Mosquitto, demo_catalog: Path) -> Iterator[list[PricingService]]:
+    stop = threading.Event()
+    services, threads = [], []
+    for name in ("pricing-a", "pricing-b"):
+        config = ServiceConfig(port=broker.port, catalog=demo_catalog, instance=name, index="exact")
+        service = PricingService(config, Pricer(load_catalog(demo_catalog), config))
+        ready = threading.Event()
+        thread = threading.Thread(target=service.run, args=(stop, ready), daemon=True)
+        thread.start()
+        assert ready.wait(10)
+        services.append(service)
+        threads.append(thread)
+    yield services
+    stop.set()
+    for thread in threads:
+        thread.join(5)
+
+
+def test_two_copies_on_one_shared_subscription_answer_each_request_once(
+    broker: Mosquitto, two_services: list[PricingService]
+) -> None:
+    quotes = Collector(broker.port, "appliance/+/quotes")
+    sender = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    sender.connect("127.0.0.1", broker.port)
+    sender.loop_start()
+    template = decode((DATA / "wire" / "full_1280.bin").read_bytes())
+    sent = 0
+    for device in ("shop-1", "shop-2"):
+        for seq in range(1, 101):
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.ContentType = CONTENT_TYPE
+            props.ResponseTopic = f"appliance/{device}/quotes"
+            props.CorrelationData = seq.to_bytes(8, "little")
+            payload = encode(
+                template.__class__(
+                    **{
+                        **template.__dict__,
+                        "seq": seq,
+                        "model_id": "efficientnet-lite0-int8",
+                        "model_version": "1.0.0",
+                    }
+                )
+            )
+            sender.publish(f"appliance/{device}/objects", payload, qos=1, properties=props).wait_for_publish(
+                5
+            )
+            sent += 1
+    quotes.wait_for(lambda: len(quotes.on("/quotes")) >= sent, 30, "a quote for every request")
+    sender.loop_stop()
+    answers = [(m.topic, m.json()["seq"]) for m in quotes.on("/quotes")]
+    quotes.close()
+    assert len(answers) == len(set(answers)) == sent  # each once, none twice
+    assert all(m.correlation is not None for m in quotes.on("/quotes"))
+    shares = [s.counts["received"] for s in two_services]
+    assert sum(shares) == sent and min(shares) > 0  # both copies took part
+
+
+def test_the_whole_loop_device_to_quote(broker: Mosquitto, demo_catalog: Path, tmp_path: Path) -> None:
+    service = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pricing",
+            "run",
+            "--port",
+            str(broker.port),
+            "--catalog",
+            str(demo_catalog),
+            "--stats-interval-s",
+            "1",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    watcher = Collector(broker.port, "#")
+    watcher.wait_for(
+        lambda: any(m.json().get("state") == "online" for m in watcher.on("pricing-1/status")),
+        30,
+        "the service online",
+    )
+    daemon = start_daemon(daemon_env(broker.port, tmp_path / "state"), "--live", log=tmp_path / "daemon.log")
+    try:
+        watcher.wait_for(lambda: len(watcher.on("test-dev/quotes")) >= 2, 60, "quotes for the device")
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(10) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        service.send_signal(signal.SIGTERM)
+        service.wait(10)
+    objects = {decode(m.payload).seq: decode(m.payload) for m in watcher.on("test-dev/objects")}
+    for message in watcher.on("test-dev/quotes"):
+        quote = message.json()
+        assert quote["seq"] in objects and quote["track_id"] == objects[quote["seq"]].track_id
+        assert int.from_bytes(message.correlation or b"", "little") == quote["seq"]
+        assert quote["status"] == "ok" and quote["currency"] == "JPY" and quote["synthetic"] is True
+        assert quote["avg_sold_price"] > 0 and 0 <= quote["sell_through"] <= 1 and quote["n"] >= 3
+    log = (tmp_path / "daemon.log").read_text()
+    assert "quote  seq=" in log and "round trip" in log  # --live shows quotes beside the objects
+    stats = [m.json() for m in watcher.on("pricing-1/stats")]
+    assert stats and stats[-1]["counts"]["ok"] >= 2
+    watcher.close()
+    assert json.loads(watcher.on("pricing-1/status")[-1].payload)["state"] == "offline"
