@@ -69,8 +69,9 @@ class ExactIndex:
 
 
 class HnswIndex:
-    """usearch HNSW over int8 vectors with the cosine metric. connectivity 16 and expansion 128/64 are
-    usearch's own defaults; docs/benchmarks.md has the recall they give at 1M items."""
+    """usearch HNSW over int8 vectors with the cosine metric. connectivity 16 and expansion_add 128 are
+    usearch's defaults; expansion_search 256 (usearch: 64) because at 1M x 256 it lifts recall@20 from
+    0.96 to 0.999 for typical queries at a p99 of 1.4 ms (docs/benchmarks.md)."""
 
     kind = "hnsw"
 
@@ -79,7 +80,7 @@ class HnswIndex:
         vectors: Int8Matrix,
         connectivity: int = 16,
         expansion_add: int = 128,
-        expansion_search: int = 64,
+        expansion_search: int = 256,
         threads: int = 0,
     ) -> None:
         from usearch.index import Index  # noqa: PLC0415 - the exact index must work without usearch
