@@ -7,14 +7,10 @@ traceback appears only with --debug, because operators read these messages, not 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from collections.abc import Sequence
 
 from device import __version__
-from device.errors import EX_SOFTWARE, ApplianceError
-
-log = logging.getLogger("device")
+from device.cli_main import run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,23 +113,4 @@ def _dispatch_vision(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        return dispatch(args)
-    except ApplianceError as exc:
-        if args.debug:
-            log.exception("failed")
-        print(f"appliance: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:
-        if args.debug:
-            raise
-        print(f"appliance: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", file=sys.stderr)
-        return EX_SOFTWARE
+    return run_main("appliance", build_parser().parse_args(argv), dispatch)

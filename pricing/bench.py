@@ -7,7 +7,6 @@ generated in seconds instead of embedding a million images.
 
 from __future__ import annotations
 
-import json
 import statistics
 import tempfile
 import threading
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from device.commands.bench_support import machine
+from device.commands.bench_support import check, machine, report_out
 from pricing.index import ExactIndex, HnswIndex
 
 CLUSTERS = 10_000
@@ -183,24 +182,12 @@ def bench(items: int, dims: list[int], queries: int, as_json: bool) -> int:
         if s["dim"] == 256:
             typical = s["typical"]
             checks += [
-                _check(f"p99 query ms at {items}x256", typical["query_ms"]["p99"], "<=", 2.0),
-                _check(f"recall@{K} at {items}x256", typical[f"recall_at_{K}"], ">=", 0.95),
-                _check(f"speed-up over exact at {items}x256", typical["speedup_vs_exact"], ">=", 50),
+                check(f"p99 query ms at {items}x256", typical["query_ms"]["p99"], "<=", 2.0),
+                check(f"recall@{K} at {items}x256", typical[f"recall_at_{K}"], ">=", 0.95),
+                check(f"speed-up over exact at {items}x256", typical["speedup_vs_exact"], ">=", 50),
             ]
     checks.append(
-        _check("quote round trip p50 ms (publish to receipt, no inference)", trip["p50_ms"], "<=", 5.0)
+        check("quote round trip p50 ms (publish to receipt, no inference)", trip["p50_ms"], "<=", 5.0)
     )
     report = {"machine": machine(), "sizes": sizes, "quote_round_trip": trip, "checks": checks}
-    print(
-        json.dumps(report, indent=2)
-        if as_json
-        else "\n".join(
-            f"{'OK ' if c['ok'] else 'FAIL'} {c['check']}: {c['value']} ({c['budget']})" for c in checks
-        )
-    )
-    return 0 if all(c["ok"] for c in checks) else 1
-
-
-def _check(name: str, value: float, op: str, budget: float) -> dict[str, Any]:
-    ok = value >= budget if op == ">=" else value <= budget
-    return {"check": name, "value": value, "budget": f"{op} {budget}", "ok": bool(ok)}
+    return report_out(report, as_json)

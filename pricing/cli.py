@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
-import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from device.cli_main import run_main
 from device.config import DEFAULT_MODELS_DIR
-from device.errors import EX_SOFTWARE, ApplianceError
 
 ROOT = Path(__file__).resolve().parent.parent
-log = logging.getLogger("pricing")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,26 +96,4 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        return dispatch(args)
-    except ApplianceError as exc:
-        if args.debug:
-            log.exception("failed")
-        print(f"pricing-service: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:
-        if args.debug:
-            raise
-        print(
-            f"pricing-service: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
-            file=sys.stderr,
-        )
-        return EX_SOFTWARE
+    return run_main("pricing-service", build_parser().parse_args(argv), dispatch)

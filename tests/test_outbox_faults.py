@@ -4,7 +4,6 @@ file, a full disk. No object message may be lost or numbered twice."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -149,17 +148,6 @@ def test_a_corrupt_outbox_file_is_quarantined_and_the_daemon_runs_on(
     assert outbox["quarantined"] and "moved to" in outbox["last_error"]
     assert list(state.glob("outbox.sqlite.corrupt-*"))
     assert "was unreadable" in (tmp_path / "daemon.log").read_text()
-
-
-@pytest.fixture()
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_full_disk_is_counted_and_survived(small_disk: Path, tmp_path: Path) -> None:

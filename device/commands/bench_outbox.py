@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 import threading
 import time
@@ -19,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from device.clock import SystemClock
 from device.commands.bench_broker import local_broker
-from device.commands.bench_support import machine
+from device.commands.bench_support import check, machine, report_out
 from device.config import MqttConfig, OutboxConfig
 from device.link.drain import Drainer
 from device.link.mqtt import Link
@@ -39,8 +38,8 @@ def bench_outbox(messages: int, backlog: int, as_json: bool) -> int:
         durable_full = _durable(port, template, messages // 4, config, "FULL")
         drained = _backlog(port, template, backlog, config)
     checks = [
-        _check("durable / plain paho QoS 1 throughput", durable["msg_per_s"] / plain["msg_per_s"], ">=", 0.5),
-        _check("backlog drain, msg/s", drained["msg_per_s"], ">=", 2000),
+        check("durable / plain paho QoS 1 throughput", durable["msg_per_s"] / plain["msg_per_s"], ">=", 0.5),
+        check("backlog drain, msg/s", drained["msg_per_s"], ">=", 2000),
     ]
     report = {
         "machine": machine(),
@@ -51,14 +50,7 @@ def bench_outbox(messages: int, backlog: int, as_json: bool) -> int:
         "backlog": drained,
         "checks": checks,
     }
-    print(
-        json.dumps(report, indent=2)
-        if as_json
-        else "\n".join(
-            f"{'OK ' if c['ok'] else 'FAIL'} {c['check']}: {c['value']} ({c['budget']})" for c in checks
-        )
-    )
-    return 0 if all(c["ok"] for c in checks) else 1
+    return report_out(report, as_json)
 
 
 def _plain(port: int, template: ObjectMessage, count: int, inflight: int) -> dict[str, Any]:
@@ -144,8 +136,3 @@ def _backlog(port: int, template: ObjectMessage, count: int, config: OutboxConfi
         "msg_per_s": round((count - left) / seconds, 1),
         "left": left,
     }
-
-
-def _check(name: str, value: float, op: str, budget: float) -> dict[str, Any]:
-    ok = value >= budget if op == ">=" else value <= budget
-    return {"check": name, "value": round(value, 3), "budget": f"{op} {budget}", "ok": ok}

@@ -19,7 +19,7 @@ import numpy as np
 from device.camera.source import Frame
 from device.clock import SystemClock
 from device.commands.bench_soak import soak
-from device.commands.bench_support import handoff_us, machine, render_frames, scratch_outbox
+from device.commands.bench_support import check, handoff_us, machine, render_frames, scratch_outbox
 from device.commands.context import Context
 from device.pace import PaceController
 from device.pipeline import Pipeline
@@ -62,9 +62,9 @@ def bench_pipeline(ctx: Context, frame_count: int, soak_s: float, as_json: bool)
         report["soak"] = soak(soak_s)
         growth = report["soak"]["growth_mb"]
         report["checks"].append(
-            _check("daemon RSS after warm-up, MB", report["soak"]["rss_mb_end"], "<=", 250)
+            check("daemon RSS after warm-up, MB", report["soak"]["rss_mb_end"], "<=", 250)
         )
-        report["checks"].append(_check("daemon RSS growth over the run, MB", growth, "<=", 10))
+        report["checks"].append(check("daemon RSS growth over the run, MB", growth, "<=", 10))
     print(json.dumps(report, indent=2) if as_json else _text(report))
     return 0 if all(c["ok"] for c in report["checks"]) else 1
 
@@ -159,10 +159,10 @@ def _report(ctx: Context, runs: tuple[Run, Run, Run], message: ObjectMessage, fr
     host_median = statistics.median(every.host_ms) + handoff / 1000
     lat = np.array(every.latency_ms)
     checks = [
-        _check("processed fps / raw-interpreter fps, detector every frame", every.fps / raw.fps, ">=", 0.95),
-        _check("fps with detect_every=3 / fps with detect_every=1", third.fps / every.fps, ">=", 2.5),
-        _check("non-inference ms per frame, median", host_median, "<=", 1.0),
-        _check("object message bytes, 1280-d", size, "<=", 1400),
+        check("processed fps / raw-interpreter fps, detector every frame", every.fps / raw.fps, ">=", 0.95),
+        check("fps with detect_every=3 / fps with detect_every=1", third.fps / every.fps, ">=", 2.5),
+        check("non-inference ms per frame, median", host_median, "<=", 1.0),
+        check("object message bytes, 1280-d", size, "<=", 1400),
     ]
     return {
         "machine": machine(),
@@ -192,11 +192,6 @@ def _report(ctx: Context, runs: tuple[Run, Run, Run], message: ObjectMessage, fr
         },
         "checks": checks,
     }
-
-
-def _check(name: str, value: float, op: str, budget: float) -> dict[str, Any]:
-    ok = value >= budget if op == ">=" else value <= budget
-    return {"check": name, "value": round(value, 4), "budget": f"{op} {budget}", "ok": ok}
 
 
 def _text(report: dict[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -75,3 +76,22 @@ def handoff_us(samples: int = 2000) -> float:
         grabber.take(0.0)
         times.append((time.perf_counter() - start) * 1e6)
     return statistics.median(times)
+
+
+def check(name: str, value: float, op: str, budget: float) -> dict[str, Any]:
+    """One budget line of a benchmark report: `op` is ">=" or "<="."""
+    ok = value >= budget if op == ">=" else value <= budget
+    return {"check": name, "value": round(value, 4), "budget": f"{op} {budget}", "ok": bool(ok)}
+
+
+def check_lines(checks: list[dict[str, Any]]) -> str:
+    return "\n".join(
+        f"{'OK ' if c['ok'] else 'FAIL'} {c['check']}: {c['value']} ({c['budget']})" for c in checks
+    )
+
+
+def report_out(report: dict[str, Any], as_json: bool) -> int:
+    """Print a benchmark report (JSON, or its budget lines); exit 0 only if every budget is met."""
+    checks: list[dict[str, Any]] = report["checks"]
+    print(json.dumps(report, indent=2) if as_json else check_lines(checks))
+    return 0 if all(c["ok"] for c in checks) else 1
