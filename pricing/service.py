@@ -70,6 +70,10 @@ class PricingService:
         if device_id is None:
             self._log_limited("topic", f"not an objects topic: {request.topic}")
             return None
+        if request.content_type not in (None, CONTENT_TYPE):
+            # Another format version: its bytes would decode to nonsense here.
+            self._log_limited("content_type", f"from {device_id}: content type {request.content_type}")
+            return None
         try:
             message = decode(request.payload)
         except WireError as exc:

@@ -129,6 +129,12 @@ def test_service_answers_on_the_response_topic_with_the_correlation(hand_made: P
     assert b'"avg_sold_price": 1500.0' in reply.payload and b'"device_id": "shop-1"' in reply.payload
 
 
+def test_another_format_version_is_rejected_by_its_content_type(hand_made: Pricer) -> None:
+    svc = service(hand_made)
+    future = replace(request(encode(query(unit_at(0)))), content_type="application/vnd.appliance.object.v2")
+    assert svc.handle(future) is None and svc.counts["rejected_content_type"] == 1
+
+
 def test_a_response_topic_outside_the_device_is_not_honoured(hand_made: Pricer) -> None:
     reply = service(hand_made).handle(request(encode(query(unit_at(0))), response="appliance/other/quotes"))
     assert reply is not None and reply.topic == "appliance/shop-1/quotes"
