@@ -128,6 +128,11 @@ def test_the_whole_loop_device_to_quote(broker: Mosquitto, demo_catalog: Path, t
     daemon = start_daemon(daemon_env(broker.port, tmp_path / "state"), "--live", log=tmp_path / "daemon.log")
     try:
         watcher.wait_for(lambda: len(watcher.on("test-dev/quotes")) >= 2, 60, "quotes for the device")
+        watcher.wait_for(
+            lambda: any(m.json()["counts"].get("ok", 0) >= 2 for m in watcher.on("pricing-1/stats")),
+            15,
+            "the service's stats counting the quotes",
+        )
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(10) == 0
     finally:
@@ -145,6 +150,6 @@ def test_the_whole_loop_device_to_quote(broker: Mosquitto, demo_catalog: Path, t
     log = (tmp_path / "daemon.log").read_text()
     assert "quote  seq=" in log and "round trip" in log  # --live shows quotes beside the objects
     stats = [m.json() for m in watcher.on("pricing-1/stats")]
-    assert stats and stats[-1]["counts"]["ok"] >= 2
+    assert stats[-1]["counts"]["received"] >= stats[-1]["counts"]["ok"] >= 2
     watcher.close()
     assert json.loads(watcher.on("pricing-1/status")[-1].payload)["state"] == "offline"
