@@ -28,6 +28,8 @@ from device.link.topics import Topics
 from device.pace import PaceController
 from device.pipeline import Pipeline
 from device.telemetry import Telemetry, models_status
+from device.thermal.governor import Governor
+from device.thermal.sensors import SystemSensors
 from device.vision.embedder import Embedder
 from device.vision.manifest import Manifest
 from device.vision.models import make_detector
@@ -63,7 +65,9 @@ class App:
         factory = InterpreterFactory(config.runtime)
         detector = make_detector(factory.load(manifest, config.models.detector), config.detector)
         embedder = Embedder(factory.load(manifest, config.models.embedder), config.embedder)
-        self.pace = PaceController(config.pipeline, self.clock)
+        gov = config.governor
+        self.governor = Governor(gov, SystemSensors(gov.sysfs_root), self.clock) if gov.enabled else None
+        self.pace = PaceController(config.pipeline, self.clock, self.governor)
         self.outbox = Outbox(config.state_dir / "outbox.sqlite", config.outbox, self.clock)
         self.pipeline = Pipeline(
             detector, embedder, Tracker(config.tracker), self.pace, self._store, config.pipeline, self.clock
@@ -81,7 +85,9 @@ class App:
         self._stored_lock = threading.Lock()
         self._stopping = threading.Event()
         self._control_thread = threading.Thread(target=self._control_loop, name="control", daemon=True)
-        self.telemetry = Telemetry(config.device_id, self.clock, self.pipeline, self.grabber, self.link)
+        self.telemetry = Telemetry(
+            config.device_id, self.clock, self.pipeline, self.grabber, self.link, self.governor
+        )
         self._camera_changed = threading.Event()
 
     def _status(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
 from device import __version__
 from device.cli_main import run_main
@@ -53,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     models = bench_sub.add_parser("models", help="per-model invoke, preprocess and decode latency")
     models.add_argument("--json", action="store_true")
     models.add_argument("--iterations", type=int, default=100)
+    thermal = bench_sub.add_parser("thermal", help="the governor against a simulated Pi 4, one hour")
+    thermal.add_argument("--json", action="store_true")
+    thermal.add_argument("--trace", type=Path, help="CSV seconds,ambient_c to run as an extra scenario")
     outbox = bench_sub.add_parser("outbox", help="durable publishing against plain paho; backlog drain")
     outbox.add_argument("--json", action="store_true")
     outbox.add_argument("--messages", type=int, default=20_000)
@@ -87,10 +91,8 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def _dispatch_vision(args: argparse.Namespace) -> int:
-    if args.command == "bench" and args.bench_command == "outbox":
-        from device.commands.bench_outbox import bench_outbox
-
-        return bench_outbox(args.messages, args.backlog, args.json)
+    if args.command == "bench" and args.bench_command in ("thermal", "outbox"):
+        return _dispatch_standalone_bench(args)
     if args.command == "run":
         from device.commands.run import run
 
@@ -110,6 +112,17 @@ def _dispatch_vision(args: argparse.Namespace) -> int:
     from device.commands.bench_models import bench_models
 
     return bench_models(ctx, args.iterations, args.json)
+
+
+def _dispatch_standalone_bench(args: argparse.Namespace) -> int:
+    """Benchmarks that need no models or config."""
+    if args.bench_command == "thermal":
+        from device.commands.bench_thermal import bench_thermal
+
+        return bench_thermal(args.trace, args.json)
+    from device.commands.bench_outbox import bench_outbox
+
+    return bench_outbox(args.messages, args.backlog, args.json)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

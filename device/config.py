@@ -128,6 +128,26 @@ class OutboxConfig(_Section):
     drain_rate_per_s: float = Field(default=500.0, gt=0)
 
 
+class GovernorConfig(_Section):
+    """Thermal and power control (docs/thermal.md). Defaults follow the Pi 4 firmware (throttles at 80 °C)
+    and the Coral PCIe driver (steps its clock down from 85 °C)."""
+
+    enabled: bool = True
+    interval_s: float = Field(default=2.0, gt=0)  # how often the sensors are read
+    cpu_setpoint_c: float = 75.0
+    cpu_hard_c: float = 80.0  # pause inference at or above this ...
+    cpu_resume_c: float = 72.0  # ... until the CPU is back below this
+    tpu_setpoint_c: float = 80.0
+    tpu_hard_c: float = 85.0
+    tpu_resume_c: float = 78.0
+    # Speed up again only this far below the setpoint, and not sooner than dwell_s after a change:
+    # the hysteresis that keeps the pace from flapping.
+    hysteresis_c: float = Field(default=3.0, ge=0)
+    dwell_s: float = Field(default=30.0, ge=0)
+    battery_low_percent: float = Field(default=20.0, ge=0, le=100)
+    sysfs_root: Path = Path("/sys")
+
+
 class Config(_Section):
     device_id: str = Field(default="demo-001", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -142,6 +162,7 @@ class Config(_Section):
     tracker: TrackerConfig = TrackerConfig()
     mqtt: MqttConfig = MqttConfig()
     outbox: OutboxConfig = OutboxConfig()
+    governor: GovernorConfig = GovernorConfig()
 
 
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from device.clock import Clock
 from device.config import PipelineConfig
@@ -39,9 +40,19 @@ class Pace:
         }
 
 
+class PaceSource(Protocol):
+    """The thermal governor, as the pace controller sees it."""
+
+    def pace(self) -> Pace: ...
+
+
 class PaceController:
-    def __init__(self, config: PipelineConfig, clock: Clock) -> None:
+    """Config pace, or the governor's when there is one; an operator's override on top, for a while; but
+    a thermal pause at the hard limit beats everything, operators included."""
+
+    def __init__(self, config: PipelineConfig, clock: Clock, governor: PaceSource | None = None) -> None:
         self.clock = clock
+        self.governor = governor
         self._base = Pace(config.detect_every, config.max_fps, config.embed_budget_per_s)
         self._override: Pace | None = None
         self._override_until = 0.0
@@ -50,8 +61,10 @@ class PaceController:
         self._last_reported: Pace | None = None
 
     def current(self) -> Pace:
+        pace = self.governor.pace() if self.governor is not None else self._base
+        if pace.paused:
+            return self._report(pace)
         with self._lock:
-            pace = self._base
             if self._override is not None and self.clock.monotonic() < self._override_until:
                 pace = self._override
             elif self._override is not None:
@@ -59,8 +72,12 @@ class PaceController:
                 log.info("operator pace override expired")
             if self._paused_by_operator:
                 pace = replace(pace, paused=True, reason="paused by operator")
-        if pace != self._last_reported:
-            log.info("pace %s", pace.to_dict())  # once per change, with its reason
+        return self._report(pace)
+
+    def _report(self, pace: Pace) -> Pace:
+        # Once per change of the settings (not of the reason's wording, which carries temperatures).
+        if self._last_reported is None or replace(pace, reason="") != replace(self._last_reported, reason=""):
+            log.info("pace %s", pace.to_dict())
             self._last_reported = pace
         return pace
 

@@ -14,6 +14,8 @@ from device.camera.grabber import FrameGrabber
 from device.clock import Clock
 from device.link.mqtt import Link
 from device.pipeline import Pipeline
+from device.thermal.governor import Governor
+from device.thermal.sensors import Readings
 
 
 @dataclass
@@ -23,6 +25,7 @@ class Telemetry:
     pipeline: Pipeline
     grabber: FrameGrabber
     link: Link
+    governor: Governor | None = None
     started: float = 0.0
     _last: dict[str, float] = field(default_factory=dict)
 
@@ -59,6 +62,8 @@ class Telemetry:
             "embeds_deferred": self.pipeline.counters.embeds_deferred,
             "not_stored": self.pipeline.counters.not_stored,
             "outbox": self.link.drainer.snapshot(),
+            # "unknown" where this machine has no such sensor (a build machine has no Pi or TPU sensors).
+            "temperatures": (self.governor.readings if self.governor else Readings()).to_dict(),
         }
 
 

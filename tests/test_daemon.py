@@ -65,6 +65,9 @@ def test_subscriber_sees_stable_tracks_gapless_seqs_and_sane_boxes(
     stats = collector.on(f"{TOPIC}/stats")[-1].json()
     assert stats["fps"]["processed"] > 0 and stats["models"]["detector"]["accelerator"] == "cpu"
     assert {"detect", "track", "embed", "publish"} <= set(stats["stage_ms"])
+    # The governor's view: numbers where this machine has sensors, "unknown" where it has none.
+    assert set(stats["temperatures"]) >= {"cpu_c", "tpu_c", "throttle", "battery_percent"}
+    assert stats["pace"]["reason"]
 
 
 def test_status_is_retained_online_then_offline_on_sigterm(

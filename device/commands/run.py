@@ -59,7 +59,7 @@ def print_stats(stats: dict[str, Any]) -> None:
         f"stats  {fps['processed']:.1f} fps (detector {fps['detected']:.1f}, skipped {fps['skipped']:.1f}) | "
         f"outbox {box['depth']} msgs, {box['bytes'] / 1024:.0f} KB, oldest {box['oldest_age_s']:.0f} s, "
         f"draining {box['drain_rate_per_s']:.0f}/s, drops {drops} | link {link} | "
-        f"pace {stats['pace']['reason']}"
+        f"CPU {stats['temperatures']['cpu_c']} °C | pace {stats['pace']['reason']}"
     )
 
 

@@ -1,0 +1,1 @@
+"""Thermal and power: sensors (CPU, Edge TPU, Pi throttle flags, battery), the governor, a simulator."""

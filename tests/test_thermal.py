@@ -1,0 +1,219 @@
+"""Sensors on fake sysfs trees and psutil's own result types, the governor's decisions, the simulator."""
+
+from __future__ import annotations
+
+import json
+from collections import namedtuple
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from device.clock import FakeClock
+from device.commands.bench_thermal import HOUR, default_scenario, load_trace, simulate
+from device.config import GovernorConfig, PipelineConfig
+from device.errors import InputError
+from device.pace import PaceController
+from device.thermal.governor import ECONOMY_RUNG, LADDER, STUCK_READS, UNDER_VOLTAGE_RUNG, Governor
+from device.thermal.sensors import FakeSensors, Readings, SystemSensors, Throttle
+from device.thermal.simulator import PlantParams, ThermalPlant
+
+from .cli_helpers import appliance
+
+# psutil's own result shapes (psutil keeps their classes private, in a module that moved in 7.0).
+shwtemp = namedtuple("shwtemp", ("label", "current", "high", "critical"))
+sbattery = namedtuple("sbattery", ("percent", "secsleft", "power_plugged"))
+
+
+def fake_psutil(
+    temps: dict[str, list[shwtemp]] | Exception, battery: sbattery | None = None
+) -> SimpleNamespace:
+    def sensors_temperatures() -> dict[str, list[shwtemp]]:
+        if isinstance(temps, Exception):
+            raise temps
+        return temps
+
+    return SimpleNamespace(sensors_temperatures=sensors_temperatures, sensors_battery=lambda: battery)
+
+
+def no_vcgencmd(_command: list[str]) -> str:
+    raise FileNotFoundError("vcgencmd")
+
+
+def test_a_pi_with_a_pcie_coral(tmp_path: Path) -> None:
+    (tmp_path / "class/apex/apex_0").mkdir(parents=True)
+    (tmp_path / "class/apex/apex_0/temp").write_text("61250\n")
+    (tmp_path / "class/apex/apex_1").mkdir(parents=True)
+    (tmp_path / "class/apex/apex_1/temp").write_text("-89000\n")  # a failed TPU
+    firmware = tmp_path / "devices/platform/soc/soc:firmware"
+    firmware.mkdir(parents=True)
+    (firmware / "get_throttled").write_text("0x50005\n")  # under-voltage and throttled, now and since boot
+    psutil = fake_psutil({"cpu_thermal": [shwtemp("", 71.3, None, None)]}, sbattery(64, 3600, False))
+    readings = SystemSensors(tmp_path, psutil, no_vcgencmd).read()
+    assert readings.cpu_c == 71.3 and readings.tpu_c == {"apex_0": 61.25, "apex_1": -89.0}
+    assert readings.tpu_failed == ("apex_1",)
+    assert readings.throttle == Throttle(True, False, True, False, True, True)
+    assert (readings.battery_percent, readings.on_battery) == (64.0, True)
+
+
+def test_missing_sensors_read_as_unknown(tmp_path: Path) -> None:
+    readings = SystemSensors(tmp_path, fake_psutil(AttributeError("no sensors")), no_vcgencmd).read()
+    assert readings == Readings()
+    assert readings.to_dict()["cpu_c"] == "unknown" and readings.to_dict()["throttle"] == "unknown"
+
+
+def test_vcgencmd_fallback_and_another_cpu_zone(tmp_path: Path) -> None:
+    psutil = fake_psutil({"coretemp": [shwtemp("Core 0", 55.0, 90, 100), shwtemp("Core 1", 58.0, 90, 100)]})
+    readings = SystemSensors(tmp_path, psutil, lambda _c: "throttled=0x0\n").read()
+    assert readings.cpu_c == 58.0 and readings.throttle == Throttle()
+
+
+def test_this_machine_does_not_crash() -> None:
+    readings = SystemSensors().read()  # whatever this machine has; "unknown" where nothing
+    assert isinstance(readings.to_dict(), dict)
+
+
+def governor(**settings: object) -> tuple[Governor, FakeSensors, FakeClock]:
+    sensors, clock = FakeSensors(), FakeClock(0.0)
+    config = GovernorConfig.model_validate({"interval_s": 1.0, "dwell_s": 10.0, **settings})
+    return Governor(config, sensors, clock), sensors, clock
+
+
+def run_for(g: Governor, clock: FakeClock, seconds: int) -> None:
+    for _ in range(seconds):
+        g.pace()
+        clock.advance(1.0)
+
+
+def test_hot_slows_down_step_by_step_and_cool_speeds_up_after_the_dwell() -> None:
+    g, sensors, clock = governor()
+    sensors.readings = Readings(cpu_c=77.0)
+    run_for(g, clock, 3)
+    assert g.rung == 3 and "above its setpoint" in g.reason
+    sensors.readings = Readings(cpu_c=60.0)
+    run_for(g, clock, 5)
+    assert g.rung == 3  # the dwell: no speeding up within 10 s of a change
+    run_for(g, clock, 40)
+    assert g.rung < 3
+    sensors.readings = Readings(cpu_c=73.5)  # inside the hysteresis band: hold
+    before = g.rung
+    run_for(g, clock, 60)
+    assert g.rung == before and "holding" in g.reason
+
+
+def test_the_hard_limit_pauses_until_the_resume_temperature() -> None:
+    g, sensors, clock = governor()
+    sensors.readings = Readings(cpu_c=80.5)
+    run_for(g, clock, 1)
+    assert g.pace().paused and "hard limit 80" in g.reason
+    sensors.readings = Readings(cpu_c=74.0)  # below the hard limit, above resume: still paused
+    run_for(g, clock, 5)
+    assert g.pace().paused
+    sensors.readings = Readings(cpu_c=71.0)
+    run_for(g, clock, 1)
+    assert not g.pace().paused
+
+
+def test_the_hottest_relative_to_its_setpoint_leads() -> None:
+    g, sensors, clock = governor()
+    sensors.readings = Readings(cpu_c=70.0, tpu_c={"apex_0": 84.0})  # TPU 4 °C over its 80 °C setpoint
+    run_for(g, clock, 2)
+    assert g.rung == 2 and "TPU apex_0" in g.reason
+
+
+def test_a_tpu_fault_reading_is_reported_not_obeyed() -> None:
+    g, sensors, clock = governor()
+    sensors.readings = Readings(cpu_c=60.0, tpu_c={"apex_0": -89.0}, tpu_failed=("apex_0",))
+    run_for(g, clock, 3)
+    assert g.rung == 0 and "apex_0 reports a fault" in g.reason
+
+
+def test_a_sensor_that_drops_out_holds_the_pace() -> None:
+    g, sensors, clock = governor()
+    sensors.readings = Readings(cpu_c=78.0)
+    run_for(g, clock, 4)
+    held = g.rung
+    sensors.readings = Readings()  # the driver went away
+    run_for(g, clock, 120)
+    assert g.rung == held and "temperature unknown" in g.reason
+
+
+def test_a_sensor_that_sticks_is_treated_as_unknown() -> None:
+    g, sensors, clock = governor()
+    sensors.readings = Readings(cpu_c=76.0)
+    run_for(g, clock, STUCK_READS + 5)
+    assert "stuck at 76.0" in g.reason
+    rung = g.rung
+    run_for(g, clock, 100)
+    assert g.rung == rung  # neither slowing to a halt nor speeding up on a dead reading
+
+
+def test_a_battery_draining_through_the_threshold_and_power_coming_back() -> None:
+    g, sensors, clock = governor()
+    sensors.readings = Readings(cpu_c=50.0, battery_percent=21.0, on_battery=True)
+    run_for(g, clock, 3)
+    assert g.rung == 0
+    sensors.readings = Readings(cpu_c=50.0, battery_percent=19.0, on_battery=True)
+    run_for(g, clock, 1)
+    assert g.rung == ECONOMY_RUNG and "battery at 19 %" in g.reason
+    sensors.readings = Readings(cpu_c=50.0, battery_percent=19.0, on_battery=False)  # plugged in
+    run_for(g, clock, 200)
+    assert g.rung == 0
+
+
+def test_under_voltage_slows_down_and_says_why() -> None:
+    g, sensors, clock = governor()
+    sensors.readings = Readings(cpu_c=50.0, throttle=Throttle(under_voltage=True))
+    run_for(g, clock, 2)
+    assert g.rung == UNDER_VOLTAGE_RUNG and "under-voltage" in g.reason
+
+
+def test_an_operator_override_expires_and_never_beats_the_hard_limit() -> None:
+    g, sensors, clock = governor()
+    pace = PaceController(PipelineConfig(), clock, g)
+    sensors.readings = Readings(cpu_c=76.0)
+    run_for(g, clock, 4)
+    pace.override(detect_every=1, max_fps=0.0, expires_s=30)
+    assert pace.current().reason == "operator override" and pace.current().detect_every == 1
+    run_for(g, clock, 31)
+    assert pace.current().reason != "operator override"
+    pace.override(detect_every=1, expires_s=600)
+    sensors.readings = Readings(cpu_c=81.0)
+    run_for(g, clock, 2)
+    assert pace.current().paused and "hard limit" in pace.current().reason
+
+
+def test_the_simulator_conserves_energy() -> None:
+    plant = ThermalPlant(PlantParams(), ambient_c=25.0)
+    start = plant.temp_c
+    for second in range(HOUR):
+        plant.step(duty=(second // 300) % 2, ambient_c=25.0 + (second // 900), dt=1.0)
+    stored = PlantParams().tau_s * (plant.temp_c - start)
+    assert stored == pytest.approx(plant.heat_in - plant.heat_out, rel=1e-9, abs=1e-6)
+
+
+def test_the_simulated_pi_settles_where_the_public_figures_say() -> None:
+    plant = ThermalPlant(PlantParams(), ambient_c=25.0)
+    for _ in range(3 * HOUR):
+        plant.step(1.0, 25.0, 1.0)
+    assert plant.temp_c == pytest.approx(85.0, abs=0.01)  # past the 80 °C throttle point under full load
+
+
+def test_default_settings_never_cross_the_limit() -> None:
+    for ambient in (default_scenario, lambda t: 40.0, lambda t: 20.0 + t / 180):
+        run = simulate(ambient, GovernorConfig(), PlantParams())
+        assert max(run["temps"]) < GovernorConfig().cpu_hard_c
+    assert len(LADDER) >= 10
+
+
+def test_bench_thermal_meets_its_goals_and_takes_a_trace(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.csv"
+    trace.write_text("seconds,ambient_c\n0,30\n1800,38\n3600,33\n")
+    result = appliance("bench", "thermal", "--json", "--trace", str(trace))
+    assert result.returncode == 0, result.stdout[-2000:]
+    report = json.loads(result.stdout)
+    assert len(report["scenarios"]) == 3 and all(c["ok"] for c in report["checks"])
+    with pytest.raises(InputError, match="seconds,ambient_c"):
+        bad = tmp_path / "bad.csv"
+        bad.write_text("time,temp\n1,2\n")
+        load_trace(bad)
