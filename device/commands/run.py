@@ -59,8 +59,12 @@ def print_stats(stats: dict[str, Any]) -> None:
         f"stats  {fps['processed']:.1f} fps (detector {fps['detected']:.1f}, skipped {fps['skipped']:.1f}) | "
         f"outbox {box['depth']} msgs, {box['bytes'] / 1024:.0f} KB, oldest {box['oldest_age_s']:.0f} s, "
         f"draining {box['drain_rate_per_s']:.0f}/s, drops {drops} | link {link} | "
-        f"CPU {stats['temperatures']['cpu_c']} °C | pace {stats['pace']['reason']}"
+        f"CPU {_celsius(stats['temperatures']['cpu_c'])} | pace {stats['pace']['reason']}"
     )
+
+
+def _celsius(value: Any) -> str:
+    return f"{value:.1f} °C" if isinstance(value, int | float) else str(value)
 
 
 def _money(value: Any) -> str:
