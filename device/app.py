@@ -25,6 +25,7 @@ from device.link.drain import Drainer
 from device.link.mqtt import Link
 from device.link.outbox import Outbox
 from device.link.topics import Topics
+from device.notify import Notifier
 from device.pace import PaceController
 from device.pipeline import Pipeline
 from device.telemetry import Telemetry, models_status
@@ -84,6 +85,8 @@ class App:
         self._stored_at: dict[int, float] = {}  # seq -> when stored, for the quote round trip
         self._stored_lock = threading.Lock()
         self._stopping = threading.Event()
+        self.notifier = Notifier()
+        self._frames_at = self._pinged_at = -1e18
         self._control_thread = threading.Thread(target=self._control_loop, name="control", daemon=True)
         self.telemetry = Telemetry(
             config.device_id, self.clock, self.pipeline, self.grabber, self.link, self.governor
@@ -129,6 +132,7 @@ class App:
         self.link.start()
         self.grabber.start()
         self._control_thread.start()
+        self.notifier.ready(f"running: device {self.config.device_id}, source {self.grabber.source.name}")
         log.info(
             "appliance %s running: device %s, source %s",
             __version__,
@@ -147,10 +151,17 @@ class App:
                     self.link.publish_stats(snapshot)
                     if self.observers.on_stats is not None:
                         self.observers.on_stats(snapshot)
+                    self.notifier.status(
+                        f"{snapshot['fps']['processed']:.1f} fps, outbox {snapshot['outbox']['depth']}, "
+                        f"camera {snapshot['camera']['state']}, pace: {snapshot['pace']['reason']}"
+                    )
                     next_stats = now + self.config.mqtt.stats_interval_s
                 self._service()
-                if not self._step(stop) and self.grabber.ended:
+                if self._step(stop):
+                    self._frames_at = self.clock.monotonic()
+                elif self.grabber.ended:
                     break
+                self._heartbeat()
         finally:
             self.shutdown()
 
@@ -167,10 +178,24 @@ class App:
             except Exception:  # a bad message or observer must not end command handling
                 log.exception("error while handling %s", message.topic)
 
+    def _heartbeat(self) -> None:
+        """WATCHDOG=1 only while frames flow (or the pipeline is paused on purpose): a camera that died
+        or a stuck pipeline stops the pings, and systemd restarts the daemon."""
+        interval = self.notifier.watchdog_interval_s
+        now = self.clock.monotonic()
+        if interval is None or now - self._pinged_at < interval:
+            return
+        if self.pace.current().paused or now - self._frames_at <= 2 * interval:
+            self.notifier.watchdog()
+            self._pinged_at = now
+
     def _service(self) -> None:
-        if self._camera_changed.is_set() and self.link.stats.connected:
+        if self._camera_changed.is_set():
             self._camera_changed.clear()
-            self.link.publish_status()
+            state = self.grabber.stats
+            self.notifier.status(f"camera {state.state}: {state.last_error or 'ok'}")
+            if self.link.stats.connected:  # otherwise it goes out with the status on connecting
+                self.link.publish_status()
 
     def _step(self, stop: threading.Event) -> bool:
         """Process one frame, honouring pause and max_fps. False when no frame came."""
@@ -188,6 +213,7 @@ class App:
         return True
 
     def shutdown(self) -> None:
+        self.notifier.stopping()
         self._stopping.set()
         self.grabber.stop(timeout=0.5)
         self.link.stop(timeout=1.2)
