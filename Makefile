@@ -8,9 +8,11 @@ STAMP := $(VENV)/.installed
 .PHONY: install system-deps run test lint typecheck pytest models bench clean
 
 # Debian packages the tests and `make run` need: gcc builds the stub Edge TPU delegate; mosquitto is
-# the real broker the tests and the demo talk to; mosquitto-clients for mosquitto_sub.
+# the real broker the tests and the demo talk to; mosquitto-clients for mosquitto_sub; openssl for the
+# site PKI; shellcheck for the deploy scripts; systemd-analyze to verify the unit files.
 system-deps:
-	@PATH="$$PATH:/usr/sbin" deploy/apt-ensure.sh gcc:gcc mosquitto:mosquitto mosquitto_sub:mosquitto-clients
+	@PATH="$$PATH:/usr/sbin" deploy/apt-ensure.sh gcc:gcc mosquitto:mosquitto mosquitto_sub:mosquitto-clients \
+		openssl:openssl shellcheck:shellcheck systemd-analyze:systemd
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || deploy/apt-ensure.sh __force_venv__:python3-venv
 
 install: $(STAMP)
