@@ -1,0 +1,134 @@
+"""Deployment files: unit files verified by systemd, scripts clean under shellcheck, provisioning dry runs."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .cli_helpers import appliance
+from .conftest import ROOT
+
+SCRIPTS = [
+    "deploy/provision.sh",
+    "deploy/pki.sh",
+    "deploy/apt-ensure.sh",
+    "deploy/demo.sh",
+    "deploy/firstboot/firstboot.sh",
+    ".ci/run",
+]
+ARGS = [
+    "--device-id",
+    "shop-7-cam-1",
+    "--broker",
+    "mqtts://broker.site.lan:8883",
+    "--ca",
+    "ca.crt",
+    "--cert",
+    "d.crt",
+    "--key",
+    "d.key",
+]
+
+
+@pytest.mark.parametrize("unit", ["appliance.service", "pricing.service"])
+def test_units_pass_systemd_analyze_verify(unit: str, tmp_path: Path) -> None:
+    verify = shutil.which("systemd-analyze")
+    assert verify, "systemd-analyze is needed (make test installs systemd)"
+    text = (ROOT / "systemd" / unit).read_text()
+    # The programs live in /opt/appliance on a device; verify insists that they exist, so point at one.
+    (tmp_path / unit).write_text(re.sub(r"/opt/appliance/\.venv/bin/[a-z-]+", "/bin/true", text))
+    result = subprocess.run(
+        [verify, "verify", str(tmp_path / unit)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_appliance_unit_keeps_its_promises() -> None:
+    text = (ROOT / "systemd" / "appliance.service").read_text()
+    for line in (
+        "Type=notify",
+        "WatchdogSec=30",
+        "Restart=on-failure",
+        "RestartPreventExitStatus=78",
+        "User=appliance",
+        "SupplementaryGroups=video plugdev apex",
+        "StateDirectory=appliance",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "DevicePolicy=closed",
+        "CapabilityBoundingSet=",
+    ):
+        assert f"\n{line}\n" in text, line
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_shellcheck_is_clean(script: str) -> None:
+    assert shutil.which("shellcheck"), "shellcheck is needed (make test installs it)"
+    result = subprocess.run(["shellcheck", script], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
+
+
+def provision(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(ROOT / "deploy" / "provision.sh"), "--dry-run", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def written(output: str, path: str) -> str:
+    match = re.search(rf"\+ write {re.escape(path)} \(.*?\):\n(.*?)\n\+ end {re.escape(path)}", output, re.S)
+    assert match, f"{path} is not written"
+    return match.group(1)
+
+
+def test_dry_run_on_a_pi_with_a_coral(tmp_path: Path) -> None:
+    result = provision("--platform", "pi", "--tpu", *ARGS)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "python3-picamera2" in out and "libedgetpu1-std" in out and "coral-edgetpu-stable" in out
+    assert 'ATTRS{idVendor}=="1a6e", ATTRS{idProduct}=="089a"' in written(
+        out, "/etc/udev/rules.d/65-appliance-edgetpu.rules"
+    )
+    assert "useradd --system" in out and "usermod -a -G video,plugdev,apex appliance" in out
+    assert "python3 -m venv --system-site-packages /opt/appliance/.venv" in out
+    assert "install -D -m 0640 -g appliance d.key /etc/appliance/certs/device.key" in out
+    assert "systemctl enable --now appliance.service" in out
+    config = written(out, "/etc/appliance/config.toml")
+    assert (
+        'source = "picamera2"' in config and 'host = "broker.site.lan"' in config and "tls = true" in config
+    )
+    # The config it writes is one the daemon accepts.
+    (tmp_path / "config.toml").write_text(config)
+    assert appliance("config", "check", str(tmp_path / "config.toml")).returncode == 0
+
+
+def test_dry_run_on_plain_debian_without_a_tpu() -> None:
+    result = provision("--platform", "debian", *ARGS)
+    assert result.returncode == 0, result.stderr
+    assert "python3-picamera2" not in result.stdout and "libedgetpu" not in result.stdout
+    assert 'source = "images:/opt/appliance/src/demo?fps=15"' in written(
+        result.stdout, "/etc/appliance/config.toml"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--broker", "mqtt://b"], "--device-id"),
+        (["--device-id", "bad id", "--broker", "mqtt://b"], "--device-id"),
+        (["--device-id", "d1", "--broker", "http://b"], "--broker"),
+        (["--device-id", "d1", "--broker", "mqtts://b"], "mqtts needs --ca, --cert and --key"),
+        (["--device-id", "d1", "--broker", "mqtt://b", "--wat"], "unknown option --wat"),
+    ],
+)
+def test_bad_arguments_say_what_is_wrong(args: list[str], error: str) -> None:
+    result = provision(*args)
+    assert result.returncode == 64 and error in result.stderr
