@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps run test lint typecheck pytest models bench dist clean
+.PHONY: install system-deps run test test-provision lint typecheck pytest models bench dist clean
 
 # Debian packages the tests and `make run` need: gcc builds the stub Edge TPU delegate; mosquitto is
 # the real broker the tests and the demo talk to; mosquitto-clients for mosquitto_sub; openssl for the
@@ -55,6 +55,10 @@ models:
 	.venv-models/bin/python -m pip install --quiet -r models/requirements-build.txt
 	.venv-models/bin/python -m pip install --quiet --no-deps -r models/requirements-build-nodeps.txt
 	.venv-models/bin/python models/build.py $(BUILD_ARGS)
+
+# provision.sh for real in a throwaway debootstrap root (as root; several minutes, so not in `make test`).
+test-provision:
+	deploy/test-provision.sh
 
 # The release tarball that goes onto a device's SD card (docs/flash-and-boot.md).
 dist:

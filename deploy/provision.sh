@@ -132,6 +132,11 @@ port = $broker_port
 $tls_lines
 CONFIG
 run "$PREFIX/.venv/bin/appliance" config check "$ETC/config.toml"
+# So that an operator's `appliance detect ...` or `appliance tpus` in a shell uses the same config.
+write /etc/profile.d/appliance.sh 0644 root:root <<PROFILE
+export APPLIANCE_CONFIG=$ETC/config.toml
+export PATH="\$PATH:$PREFIX/.venv/bin"
+PROFILE
 
 run install -m 0644 "$SRC/systemd/appliance.service" /etc/systemd/system/appliance.service
 run systemctl daemon-reload
