@@ -6,6 +6,7 @@
 #        --ca ca.crt --cert shop-7-cam-1.crt --key shop-7-cam-1.key [--tpu] [--dry-run]
 #
 # --dry-run prints every action instead of doing it. --platform pi|debian overrides the detection.
+# --no-start enables the service for the next boot without starting it (chroots, image builds).
 set -euo pipefail
 
 SRC="$(cd "$(dirname "$0")/.." && pwd)"
@@ -16,7 +17,7 @@ USER_NAME=appliance
 CORAL_REPO="deb [signed-by=/usr/share/keyrings/coral-edgetpu.gpg] https://packages.cloud.google.com/apt coral-edgetpu-stable main"
 CORAL_KEY_URL="https://packages.cloud.google.com/apt/doc/apt-key.gpg"
 
-dry_run=0 tpu=0 platform="" device_id="" broker="" ca="" cert="" key=""
+dry_run=0 tpu=0 start=1 platform="" device_id="" broker="" ca="" cert="" key=""
 
 die() { echo "provision: $*" >&2; exit 64; }
 
@@ -24,6 +25,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
     --dry-run) dry_run=1 ;;
     --tpu) tpu=1 ;;
+    --no-start) start=0 ;;
     --platform) platform=$2; shift ;;
     --device-id) device_id=$2; shift ;;
     --broker) broker=$2; shift ;;
@@ -90,7 +92,8 @@ SUBSYSTEMS=="usb", ATTRS{idVendor}=="1a6e", ATTRS{idProduct}=="089a", GROUP="plu
 SUBSYSTEMS=="usb", ATTRS{idVendor}=="18d1", ATTRS{idProduct}=="9302", GROUP="plugdev", MODE="0660"
 SUBSYSTEM=="apex", GROUP="apex", MODE="0660"
 RULES
-run udevadm control --reload-rules
+# No udev daemon (a chroot, an image being prepared): the rules apply from the next boot.
+run sh -c "udevadm control --reload-rules 2>/dev/null || echo 'provision: udev not running; rules apply at next boot'"
 
 run sh -c "id -u $USER_NAME >/dev/null 2>&1 || useradd --system --home-dir /var/lib/appliance --shell /usr/sbin/nologin $USER_NAME"
 run usermod -a -G video,plugdev,apex "$USER_NAME"
@@ -139,6 +142,10 @@ export PATH="\$PATH:$PREFIX/.venv/bin"
 PROFILE
 
 run install -m 0644 "$SRC/systemd/appliance.service" /etc/systemd/system/appliance.service
-run systemctl daemon-reload
-run systemctl enable --now appliance.service
+if [ "$start" = 1 ]; then
+    run systemctl daemon-reload
+    run systemctl enable --now appliance.service
+else  # --no-start: no running systemd here (a chroot, an image being prepared); start at next boot
+    run systemctl enable appliance.service
+fi
 echo "provision: done. Watch it come online: mosquitto_sub -t 'appliance/$device_id/status' (with the site's TLS options)"

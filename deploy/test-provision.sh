@@ -15,11 +15,15 @@ mount -t proc proc "$ROOT_DIR/proc"
 mount --rbind /sys "$ROOT_DIR/sys"
 mount --rbind /dev "$ROOT_DIR/dev"
 cp /etc/resolv.conf "$ROOT_DIR/etc/resolv.conf"
+# The chroot reaches the package indexes the way this host does (its proxy CA, its pip settings).
+cp /etc/ssl/certs/ca-certificates.crt "$ROOT_DIR/etc/ssl/certs/ca-certificates.crt" 2>/dev/null || true
+[ -f /etc/pip.conf ] && cp /etc/pip.conf "$ROOT_DIR/etc/pip.conf"
 rm -rf "$ROOT_DIR/src"
 mkdir -p "$ROOT_DIR/src"
 tar -C "$SRC" --exclude ./.venv --exclude ./.venv-models --exclude ./build --exclude ./.git -cf - . | tar -C "$ROOT_DIR/src" -xf -
-chroot "$ROOT_DIR" apt-get install -y -qq systemd udev >/dev/null
-chroot "$ROOT_DIR" /src/deploy/provision.sh --platform debian --device-id chroot-test --broker mqtt://127.0.0.1:1883
+chroot "$ROOT_DIR" apt-get install -y -qq systemd udev ca-certificates >/dev/null
+cp /etc/ssl/certs/ca-certificates.crt "$ROOT_DIR/etc/ssl/certs/ca-certificates.crt"
+chroot "$ROOT_DIR" /src/deploy/provision.sh --platform debian --device-id chroot-test --broker mqtt://127.0.0.1:1883 --no-start
 
 check() { chroot "$ROOT_DIR" sh -c "$1" >/dev/null || { echo "test-provision: FAILED: $1" >&2; exit 1; }; }
 check "id appliance | grep -q video"
@@ -29,5 +33,5 @@ check "APPLIANCE_CONFIG=/etc/appliance/config.toml /opt/appliance/.venv/bin/appl
 check "test -L /etc/systemd/system/multi-user.target.wants/appliance.service"
 check "test -f /etc/udev/rules.d/65-appliance-edgetpu.rules"
 # Idempotent: a second run succeeds and changes nothing that matters.
-chroot "$ROOT_DIR" /src/deploy/provision.sh --platform debian --device-id chroot-test --broker mqtt://127.0.0.1:1883 >/dev/null
+chroot "$ROOT_DIR" /src/deploy/provision.sh --platform debian --device-id chroot-test --broker mqtt://127.0.0.1:1883 --no-start >/dev/null
 echo "test-provision: OK ($ROOT_DIR)"
