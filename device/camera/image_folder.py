@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from device.camera.pacing import Pacer
 from device.camera.source import Frame, Image
 from device.clock import Clock, SystemClock
 from device.errors import CameraError, EndOfStreamError, InputError
@@ -49,7 +50,7 @@ class ImageFolderSource:
         self.clock = clock or SystemClock()
         self._photos: list[Image] = []
         self._index = 0
-        self._next_due = 0.0
+        self._pacer = Pacer(self.clock)
 
     def open(self) -> None:
         paths = sorted(p for p in self._list() if p.suffix.lower() in SUFFIXES)
@@ -62,7 +63,7 @@ class ImageFolderSource:
         if not photos:
             raise CameraError(f"image folder {self.directory} holds no readable photos (.png, .jpg)")
         self._photos = photos
-        self._next_due = self.clock.monotonic()
+        self._pacer.restart(1.0 / self.fps if self.fps > 0 else 0.0)
 
     def _list(self) -> list[Path]:
         try:
@@ -76,22 +77,12 @@ class ImageFolderSource:
         total = self.frames_per_photo * len(self._photos)
         if not self.loop and self._index >= total:
             raise EndOfStreamError(f"{self.name}: all {len(self._photos)} photos shown")
-        self._pace()
+        self._pacer.wait()
         photo_number, step = divmod(self._index % total, self.frames_per_photo)
         image = self.render(self._photos[photo_number], step / (self.frames_per_photo - 1))
         frame = Frame(image=image, captured=self.clock.time(), index=self._index)
         self._index += 1
         return frame
-
-    def _pace(self) -> None:
-        if self.fps <= 0:
-            return
-        now = self.clock.monotonic()
-        if self._next_due > now:
-            self.clock.sleep(self._next_due - now)
-        # Schedule from the due time, not from now, so the rate does not drift; but never build up a
-        # burst of catch-up frames after a stall.
-        self._next_due = max(self._next_due + 1.0 / self.fps, now)
 
     def render(self, photo: Image, progress: float) -> Image:
         """The photo fitted into the frame, zoomed by (1 + ZOOM * progress) and drifted sideways."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from device.camera.pacing import Pacer
 from device.camera.source import Frame
 from device.clock import Clock, SystemClock
 from device.errors import CameraError, EndOfStreamError
@@ -36,8 +37,7 @@ class OpenCVSource:
         self.clock = clock or SystemClock()
         self._capture: cv2.VideoCapture | None = None
         self._index = 0
-        self._period = 0.0
-        self._next_due = 0.0
+        self._pacer = Pacer(self.clock)
 
     def open(self) -> None:
         if self.kind == "file" and not Path(self.target).is_file():
@@ -51,8 +51,7 @@ class OpenCVSource:
             capture.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
         fps = capture.get(cv2.CAP_PROP_FPS) if self.kind == "file" else 0.0
         # Sanity bound: some containers report 0 or 1000 fps; then play as fast as read.
-        self._period = 1.0 / fps if 1.0 <= fps <= 240.0 else 0.0
-        self._next_due = self.clock.monotonic()
+        self._pacer.restart(1.0 / fps if 1.0 <= fps <= 240.0 else 0.0)
         self._capture = capture
 
     def _new_capture(self) -> cv2.VideoCapture:
@@ -82,19 +81,11 @@ class OpenCVSource:
             if self.kind == "file":
                 raise EndOfStreamError(f"{self.name}: end of file after {self._index} frames")
             raise CameraError(f"{self.name} stopped delivering frames")
-        self._pace()
+        self._pacer.wait()
         rgb = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
         frame = Frame(image=rgb, captured=self.clock.time(), index=self._index)
         self._index += 1
         return frame
-
-    def _pace(self) -> None:
-        if self._period <= 0:
-            return
-        now = self.clock.monotonic()
-        if self._next_due > now:
-            self.clock.sleep(self._next_due - now)
-        self._next_due = max(self._next_due + self._period, now)
 
     def close(self) -> None:
         if self._capture is not None:
