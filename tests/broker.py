@@ -4,28 +4,13 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
-import pytest
+from device.commands.bench_broker import free_port, mosquitto_binary, wait_for_port
+from device.errors import ApplianceError
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def mosquitto_binary() -> str:
-    found = shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
-    )
-    if found is None:
-        pytest.fail("mosquitto is not installed; `make test` installs it with apt-get")
-    return found
+__all__ = ["Mosquitto", "free_port"]
 
 
 class Mosquitto:
@@ -52,16 +37,10 @@ class Mosquitto:
             self.process = subprocess.Popen(
                 [mosquitto_binary(), "-c", str(self.config)], stdout=log, stderr=log
             )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if self.process.poll() is not None:
-                    break
-                time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not start on port {self.port}: {self.log.read_text()[-2000:]}")
+        try:
+            wait_for_port(self.port, self.process)
+        except ApplianceError as exc:
+            raise RuntimeError(f"{exc}: {self.log.read_text()[-2000:]}") from None
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

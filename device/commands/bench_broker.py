@@ -20,16 +20,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def mosquitto_binary() -> str:
+    """mosquitto's path: Debian installs it in /usr/sbin, which is not on every user's PATH."""
+    found = shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
+    )
+    if found is None:
+        raise ApplianceError("mosquitto is not installed: apt-get install mosquitto (make test does it)")
+    return found
+
+
 @contextmanager
 def local_broker() -> Iterator[int]:
     """Start mosquitto, yield its port, stop it."""
-    binary = shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
-    )
-    if binary is None:
-        raise ApplianceError(
-            "this benchmark needs mosquitto (apt-get install mosquitto) or --broker HOST:PORT"
-        )
+    binary = mosquitto_binary()
     port = free_port()
     config = Path(tempfile.mkdtemp(prefix="appliance-broker-")) / "mosquitto.conf"
     # max_inflight / max_queued raised so the broker, not its defaults, is what the benchmark measures.
@@ -41,14 +45,15 @@ def local_broker() -> Iterator[int]:
         [binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        _wait_for(port, process)
+        wait_for_port(port, process)
         yield port
     finally:
         process.terminate()
         process.wait(5)
 
 
-def _wait_for(port: int, process: subprocess.Popen[bytes]) -> None:
+def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
+    """Until the broker accepts connections; ApplianceError if it exits or takes 10 s."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
