@@ -82,7 +82,10 @@ class Drainer:
         room = self.config.max_inflight - len(self._inflight)
         if room <= 0:
             return
-        live = self.outbox.pending(self._live_cursor, room)
+        # Only query when something was stored since the last send: the link loops 100 times a second,
+        # and an idle device should not read its SD card that often.
+        new = self.outbox.newest_seq() > self._live_cursor
+        live = self.outbox.pending(self._live_cursor, room) if new else []
         for item in live:
             if not self._send(item, publish):
                 return
