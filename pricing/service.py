@@ -241,7 +241,6 @@ class PricingService:
             "counts": dict(self.counts),
             "queue": self._requests.qsize(),
             "latency_ms": {"p50": _r(self.latency_ms.get(50)), "p99": _r(self.latency_ms.get(99))},
-            "content_type": CONTENT_TYPE,
         }
 
 

@@ -17,7 +17,7 @@ import numpy.typing as npt
 from device.config import EmbedderConfig
 from device.vision.detector import StageTimes
 from device.vision.geometry import Box
-from device.vision.preprocess import Image, check_frame, dequantise, resize_into, to_tensor
+from device.vision.preprocess import Image, check_frame, dequantise, resize_fit, set_input
 from device.vision.runtime import LoadedModel
 from device.vision.tensors import by_name, mismatch, single_image_input
 
@@ -96,9 +96,8 @@ class Embedder:
         """Embed the crop of `box` (with context margin), or the whole frame when box is None."""
         start = time.perf_counter()
         pixels = frame if box is None else context_crop(frame, box, self.config.context_margin)
-        resized, _ = resize_into(pixels, self.input_width, self.input_height, self.model.entry.resize)
-        tensor = to_tensor(resized, self.input_detail, self.model.entry.input)
-        self.model.interpreter.set_tensor(self.input_detail["index"], tensor)
+        resized, transform = resize_fit(pixels, self.input_width, self.input_height, self.model.entry.resize)
+        set_input(self.model.interpreter, self.input_detail, self.model.entry.input, resized, transform)
         invoked = time.perf_counter()
         self.model.interpreter.invoke()
         decoded = time.perf_counter()
