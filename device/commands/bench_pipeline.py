@@ -100,7 +100,7 @@ def _pipeline_run(
 
 
 def _raw_run(detector: Detector, embedder: Embedder, frames: list[Frame], embeddings: int, into: Run) -> None:
-    """The same invokes with tensors prepared beforehand: what the interpreters alone allow."""
+    """The same invokes on the same frames: what the interpreters alone allow."""
     det_in = detector.input_detail
     tensors = [
         to_tensor(
@@ -116,14 +116,16 @@ def _raw_run(detector: Detector, embedder: Embedder, frames: list[Frame], embedd
     # Spread the pipeline's embedder invokes evenly over the frames.
     every = max(1, len(frames) // embeddings) if embeddings else 0
     det_i, emb_i = detector.model.interpreter, embedder.model.interpreter
-    start = time.perf_counter()
+    emb_i.set_tensor(emb_in["index"], emb_tensor)
+    # Only the invokes are timed: inputs are set outside the clock, so the baseline is the interpreters
+    # alone and every copy or conversion counts against the pipeline.
     for i, tensor in enumerate(tensors):
         det_i.set_tensor(det_in["index"], tensor)
+        start = time.perf_counter()
         det_i.invoke()
         if every and i % every == 0:
-            emb_i.set_tensor(emb_in["index"], emb_tensor)
             emb_i.invoke()
-    into.seconds += time.perf_counter() - start
+        into.seconds += time.perf_counter() - start
     into.frames += len(frames)
 
 
