@@ -38,10 +38,6 @@ class Topics:
     def commands(self) -> str:
         return self._device("cmd/+")
 
-    @property
-    def fleet_release(self) -> str:
-        return f"{self.prefix}/fleet/release"
-
     def command_name(self, topic: str) -> str | None:
         """`pace` for `<prefix>/<id>/cmd/pace`; None for any other topic."""
         head = self._device("cmd/")
