@@ -37,6 +37,12 @@ def seqs_of(collector: Collector) -> list[int]:
     return [decode(m.payload).seq for m in collector.on(f"{TOPIC}/objects")]
 
 
+def drained(outbox: dict[str, float]) -> bool:
+    """No backlog: at most the live messages of the last frame or two wait for their acknowledgement.
+    (Depth alone is no test: the stats are taken right after a frame stored its objects.)"""
+    return outbox["oldest_age_s"] < 1.0
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     process.send_signal(signal.SIGTERM)
     assert process.wait(10) == 0
@@ -64,11 +70,11 @@ def test_a_30_second_broker_outage_loses_nothing(persistent_broker: Mosquitto, t
         persistent_broker.start()
         collector.wait_for(
             lambda: any(
-                s["outbox"]["depth"] == 0 and s["outbox"]["acked"] > 300
+                drained(s["outbox"]) and s["outbox"]["acked"] > 300
                 for s in (m.json() for m in collector.on(f"{TOPIC}/stats"))
             ),
             60,
-            "the backlog drained (stats: outbox depth 0)",
+            "the backlog drained (stats: nothing older than a second in the outbox)",
         )
         stop(daemon)
     finally:
@@ -86,7 +92,8 @@ def test_a_30_second_broker_outage_loses_nothing(persistent_broker: Mosquitto, t
     stats = [m.json()["outbox"] for m in collector.on(f"{TOPIC}/stats")]
     depths = [s["depth"] for s in stats]
     peak = depths.index(max(depths))
-    assert depths[peak] > 100 and depths[-1] == 0  # the backlog was visible in stats while it drained
+    assert depths[peak] > 100  # the backlog was visible in stats while it drained ...
+    assert drained(stats[-1])  # ... and was gone before the daemon stopped
     assert any(0 < s["drain_rate_per_s"] <= 80 for s in stats)  # at the configured rate, not a flood
     assert "mqtt connected" in (tmp_path / "daemon.log").read_text()
 

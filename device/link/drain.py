@@ -64,6 +64,10 @@ class Drainer:
     def inflight(self) -> int:
         return len(self._inflight)
 
+    def settled(self) -> bool:
+        """Every live message is on the wire and acknowledged (the backlog may still wait its turn)."""
+        return not self._inflight and self.outbox.newest_seq() <= self._live_cursor
+
     def connected(self) -> None:
         self._boundary = self.outbox.newest_seq()
         self._live_cursor = self._boundary

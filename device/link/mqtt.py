@@ -14,6 +14,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,7 +141,11 @@ class Link:
         self._thread.start()
 
     def stop(self, timeout: float = 1.5) -> None:
-        """Publish a clean offline status, disconnect, and end the network thread."""
+        """Let the live messages already stored go out (a third of `timeout` at most), publish a clean
+        offline status, disconnect, and end the network thread. The backlog stays in the outbox."""
+        deadline = time.monotonic() + timeout / 3
+        while self.stats.connected and not self.drainer.settled() and time.monotonic() < deadline:
+            time.sleep(0.005)
         if self.stats.connected:
             info = self._client.publish(
                 self.topics.status,
