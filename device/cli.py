@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("ota", help="signed model updates: check, status, rollback, pin")
+    p.add_argument("action", choices=["check", "status", "rollback", "pin"])
+    p.add_argument("kind", nargs="?", choices=["detector", "embedder"], help="for rollback and pin")
+    p.add_argument("version", nargs="?", help="for pin: the version (leave out to clear the pin)")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("bench", help="benchmarks")
     bench_sub = p.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
     models = bench_sub.add_parser("models", help="per-model invoke, preprocess and decode latency")
@@ -83,6 +89,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from device.commands.system import config_check
 
         return config_check(args.file, args.json)
+    if args.command == "ota":
+        from device.commands.ota import ota
+
+        return ota(args.config, args.action, args.kind, args.version, args.json)
     if args.command == "wire":
         from device.commands.wire_decode import wire_decode
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from device.errors import ConfigError
 from device.vision.devicespec import parse_device_spec
@@ -148,6 +148,34 @@ class GovernorConfig(_Section):
     sysfs_root: Path = Path("/sys")
 
 
+class OtaConfig(_Section):
+    """Signed over-the-air model updates (docs/ota.md). Off until a repository and its root are given."""
+
+    enabled: bool = False
+    # Serves `metadata/` and `targets/` (any static HTTP server); see `appliance-release`.
+    repository_url: str = ""
+    # The repository's root.json, installed at provisioning: the chain of trust starts here, never at
+    # whatever the network serves.
+    trusted_root: Path | None = None
+    channel: str = Field(default="stable", pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
+    kinds: tuple[Literal["detector", "embedder"], ...] = ("detector", "embedder")
+    interval_s: float = Field(default=3600.0, gt=0)
+    jitter: float = Field(default=0.2, ge=0.0, le=1.0)  # +-20% spreads a fleet's checks out
+    max_target_bytes: int = Field(default=64 * 1024 * 1024, gt=0)  # refused before downloading
+    timeout_s: float = Field(default=30.0, gt=0)
+    health_window_s: float = Field(default=300.0, gt=0)
+    health_min_frames: int = Field(default=30, ge=1)
+    max_errors: int = Field(default=3, ge=1)  # inference errors in the window that roll back
+    # New model's mean inference time / the old one's, above which the window rolls back.
+    latency_regression: float = Field(default=1.5, gt=1.0)
+
+    @model_validator(mode="after")
+    def _complete_when_enabled(self) -> OtaConfig:
+        if self.enabled and (not self.repository_url or self.trusted_root is None):
+            raise ValueError("ota.enabled needs ota.repository_url and ota.trusted_root (docs/ota.md)")
+        return self
+
+
 class Config(_Section):
     device_id: str = Field(default="demo-001", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -163,6 +191,7 @@ class Config(_Section):
     mqtt: MqttConfig = MqttConfig()
     outbox: OutboxConfig = OutboxConfig()
     governor: GovernorConfig = GovernorConfig()
+    ota: OtaConfig = OtaConfig()
 
 
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -233,4 +262,7 @@ def _resolve_paths(config: Config, path: Path | None) -> Config:
     if not models.manifest.is_absolute():
         models = models.model_copy(update={"manifest": base / models.manifest})
     state_dir = config.state_dir if config.state_dir.is_absolute() else base / config.state_dir
-    return config.model_copy(update={"models": models, "state_dir": state_dir})
+    ota = config.ota
+    if ota.trusted_root is not None and not ota.trusted_root.is_absolute():
+        ota = ota.model_copy(update={"trusted_root": base / ota.trusted_root})
+    return config.model_copy(update={"models": models, "state_dir": state_dir, "ota": ota})

@@ -65,3 +65,16 @@ class LinkError(ApplianceError):
     link retries them by itself."""
 
     exit_code = EX_CONFIG
+
+
+class UpdateError(ApplianceError):
+    """A model update was refused: bad signature, expired or replayed metadata, a tampered, oversized or
+    invalid model. The running model is untouched."""
+
+    exit_code = EX_DATAERR
+
+
+class RegistryUnavailableError(ApplianceError):
+    """The model repository cannot be reached. The current model keeps running; the next check retries."""
+
+    exit_code = EX_UNAVAILABLE

@@ -1,0 +1,82 @@
+"""`appliance ota check|status|rollback|pin [--json]`: the updater by hand, on the device.
+
+These run the same engine as the daemon, under the same lock. A release that `check` activates, or a
+rollback, is noticed by a running daemon within a second; it swaps the model in between frames and
+runs the health window (docs/ota.md).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from device.commands.context import config_path
+from device.config import Config, load_config
+from device.errors import ConfigError
+from device.ota.engine import Engine
+
+
+def ota(explicit_config: str | None, action: str, kind: str | None, version: str | None, as_json: bool) -> int:
+    config = load_config(config_path(explicit_config))
+    if action == "check" and not config.ota.enabled:
+        raise ConfigError("OTA updates are off: set [ota] enabled, repository_url and trusted_root")
+    engine = Engine(config, progress=None if as_json else _progress)
+    if action == "check":
+        outcomes, _ = engine.check()
+        result: Any = [o.model_dump() for o in outcomes]
+    elif action == "status":
+        result = status(engine, config)
+    elif action == "rollback":
+        with engine.locked():
+            result = engine.rollback(_kind(kind), "by the operator (appliance ota rollback)").model_dump()
+    else:
+        result = _pin(engine, _kind(kind), version)
+    _print(result, as_json)
+    return 0
+
+
+def status(engine: Engine, config: Config) -> dict[str, Any]:
+    models = {}
+    for kind in ("detector", "embedder"):
+        _, model_id, version = engine.active(kind)
+        models[kind] = {"id": model_id, "version": version, "slot": engine.slots.current(kind) or "bundled",
+                        "previous": engine.slots.previous(kind) or "bundled"}
+    return {"enabled": config.ota.enabled, "channel": config.ota.channel, "models": models, **engine.journal.summary()}
+
+
+def _pin(engine: Engine, kind: str, version: str | None) -> dict[str, Any]:
+    with engine.locked():
+        if version is None:
+            engine.journal.state.pins.pop(kind, None)
+        else:
+            engine.journal.state.pins[kind] = version
+        engine.journal.save()
+    return {"kind": kind, "pinned": version, "note": "takes effect at the next check"}
+
+
+def _kind(kind: str | None) -> str:
+    if kind not in ("detector", "embedder"):
+        raise ConfigError("name the kind of model: detector or embedder")
+    return kind
+
+
+_shown: dict[str, int] = {}
+
+
+def _progress(name: str, have: int, total: int) -> None:
+    """One line per tenth of each download; the name loses its content-hash prefix."""
+    tenth = have * 10 // max(total, 1)
+    if _shown.get(name) == tenth:
+        return
+    _shown[name] = tenth
+    short = name.split(".", 1)[1] if len(name.split(".", 1)[0]) == 64 else name
+    print(f"downloading {short}: {have / 1e6:.1f} of {total / 1e6:.1f} MB ({tenth * 10}%)", file=sys.stderr)
+
+
+def _print(result: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    for item in result if isinstance(result, list) else [result]:
+        print("  ".join(f"{k}={v}" for k, v in item.items() if v not in (None, "", {}, [])))

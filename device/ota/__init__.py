@@ -1,0 +1,11 @@
+"""Signed over-the-air model updates: check, download, validate, activate, watch, roll back.
+
+The flow, one file per step (docs/ota.md has the operator's view):
+- `release.py`: what a release says about a model (TUF target custom fields), shared with the release tool;
+- `cohort.py`, `select.py`: which release this device takes;
+- `fetcher.py`: resumable, capped downloads under python-tuf's ngclient, which verifies everything;
+- `validate.py`, `vectors.py`: the model loads, fits its adapter and gives the expected outputs;
+- `slots.py`: current and previous slots, swapped atomically;
+- `journal.py`: what was done, so that a kill -9 at any step ends in the old or the new model;
+- `engine.py`: one check, end to end; `health.py` and `agent.py`: the daemon's side.
+"""

@@ -1,0 +1,298 @@
+"""One update check, end to end: refresh the signed metadata, choose, download, validate, stage, activate.
+
+Used by the daemon's agent (on its interval, a fleet notice or `cmd/ota-check`) and by `appliance ota`.
+Both take the same lock, so only one of them changes the slots at a time. Every step is written to the
+journal before it starts; `recover()` cleans up after a step that a crash interrupted.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuf.api import exceptions as tuf_errors
+from tuf.ngclient import Updater, UpdaterConfig
+
+from device import __version__
+from device.config import Config
+from device.errors import ModelError, RegistryUnavailableError, UpdateError
+from device.ota import faults
+from device.ota.fetcher import Progress, ResumingFetcher
+from device.ota.index import read_index
+from device.ota.journal import Health, Journal, Outcome
+from device.ota.release import ReleaseInfo, version_key
+from device.ota.select import Device, Wanted, choose
+from device.ota.slots import Slots, write_manifest
+from device.ota.validate import INPUTS_FILE, Validated, validate
+from device.vision.manifest import Manifest, ModelEntry
+from device.vision.runtime import InterpreterFactory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Activation:
+    """A release that passed every check and is now `current`: the daemon swaps `validated` in."""
+
+    kind: str
+    validated: Validated
+
+
+class Engine:
+    def __init__(
+        self, config: Config, factory: InterpreterFactory | None = None, progress: Progress | None = None
+    ) -> None:
+        self.config = config
+        self.ota = config.ota
+        self.root = config.state_dir / "ota"
+        self.slots = Slots(self.root / "slots")
+        self.journal = Journal(self.root / "journal.json")
+        self.staging = self.root / "staging"
+        self.factory = factory or InterpreterFactory(config.runtime)
+        self.progress = progress
+
+    # -- locking and recovery ------------------------------------------------------------------
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """One updater at a time (the daemon's agent or `appliance ota`); UpdateError if busy."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / "lock").open("w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UpdateError("another update is in progress (the daemon or `appliance ota`)") from None
+            self.journal.reload()
+            yield
+
+    def recover(self) -> None:
+        """After a crash: forget an interrupted step, delete unverified downloads (keeping partial ones,
+        which resume), and drop a health entry whose activation never happened."""
+        step = self.journal.state.step
+        if step is not None:
+            log.warning("OTA: a previous %s of %s %s was interrupted; cleaning up", step.name, step.kind, step.version)
+        if self.staging.is_dir():
+            for child in self.staging.iterdir():
+                if child.is_dir():
+                    shutil.rmtree(child, ignore_errors=True)
+        for kind, health in list(self.journal.state.health.items()):
+            if self.slots.current(kind) != health.version:
+                del self.journal.state.health[kind]
+        if step is not None:
+            self.journal.state.step = None
+        self.journal.save()
+        for kind in self.ota.kinds:
+            self.slots.prune(kind)
+
+    # -- which model runs ----------------------------------------------------------------------
+    def active(self, kind: str) -> tuple[Manifest, str, str]:
+        """(manifest, model id, version) of what the daemon should load for `kind`."""
+        version = self.slots.current(kind)
+        if version is not None:
+            try:
+                manifest, entry = self.slots.manifest(kind, version)
+                return manifest, entry.id, entry.version
+            except ModelError as exc:
+                log.error("OTA slot %s/%s is unusable (%s); using the bundled model", kind, version, exc)
+        manifest = Manifest.load(self.config.models.manifest)
+        model_id = self.config.models.detector if kind == "detector" else self.config.models.embedder
+        return manifest, model_id, manifest.get(model_id).version
+
+    def device(self, kind: str) -> Device:
+        state = self.journal.state
+        return Device(
+            self.config.device_id, self.ota.channel, __version__, state.pins.get(kind), frozenset(state.refused)
+        )
+
+    # -- the check -----------------------------------------------------------------------------
+    def check(self, running: bool = False) -> tuple[list[Outcome], list[Activation]]:
+        """One check for every kind. `running`: the daemon runs the health window right away."""
+        outcomes: list[Outcome] = []
+        activations: list[Activation] = []
+        with self.locked():
+            self.recover()
+            updater = self._refresh()
+            releases, problems = read_index(updater, self.staging, self.ota.max_target_bytes)
+            self.journal.state.last_check = time.time()
+            for problem in problems:
+                outcomes.append(Outcome(outcome="rejected", reason=problem, at=time.time()))
+                self.journal.record(outcomes[-1])
+            for kind in self.ota.kinds:
+                outcome, activation = self._check_kind(updater, releases, kind, running)
+                outcomes.append(outcome)
+                if activation is not None:
+                    activations.append(activation)
+            self.journal.save()
+        return outcomes, activations
+
+    def _refresh(self) -> Updater:
+        metadata = self.root / "metadata"
+        metadata.mkdir(parents=True, exist_ok=True)
+        bootstrap = None
+        if not (metadata / "root.json").exists():
+            assert self.ota.trusted_root is not None  # the config validator requires it when enabled
+            try:
+                bootstrap = self.ota.trusted_root.read_bytes()
+            except OSError as exc:
+                raise UpdateError(f"trusted root {self.ota.trusted_root} is unreadable: {exc.strerror}") from None
+        base = self.ota.repository_url.rstrip("/")
+        fetcher = ResumingFetcher(
+            self.staging, f"{base}/targets/", self.ota.timeout_s, f"appliance/{__version__}", self.progress
+        )
+        try:
+            updater = Updater(
+                str(metadata), f"{base}/metadata/", str(self.staging), f"{base}/targets/", fetcher,
+                UpdaterConfig(app_user_agent=f"appliance/{__version__}"), bootstrap=bootstrap,
+            )
+            updater.refresh()
+        except tuf_errors.DownloadError as exc:
+            raise RegistryUnavailableError(f"model repository {base} is unreachable: {exc}") from None
+        except (tuf_errors.RepositoryError, ValueError) as exc:
+            raise UpdateError(f"repository metadata refused ({type(exc).__name__}): {exc}") from None
+        return updater
+
+    def _check_kind(
+        self, updater: Updater, releases: dict[str, ReleaseInfo], kind: str, running: bool
+    ) -> tuple[Outcome, Activation | None]:
+        _, _, active = self.active(kind)
+        halted = [r for r in releases.values() if r.kind == kind and r.version == active and r.halted]
+        if halted and self.slots.current(kind) is not None:
+            return self.rollback(kind, f"release {halted[0].key} was halted: {halted[0].halt_reason}"), None
+        wanted = choose(releases, kind, self.device(kind))
+        if wanted is None or wanted.release.version == active:
+            return Outcome(outcome="up_to_date", kind=kind, version=active, at=time.time()), None
+        if kind in self.journal.state.health:
+            return Outcome(outcome="waiting", kind=kind, version=active, reason="a health window is open"), None
+        if self.device(kind).pinned is None and version_key(wanted.release.version) < version_key(active):
+            return Outcome(outcome="up_to_date", kind=kind, version=active, reason="newer than the release"), None
+        try:
+            validated = self._take(updater, wanted)
+        except UpdateError as exc:
+            log.error("OTA: %s", exc)
+            self.journal.state.step = None
+            shutil.rmtree(self._workdir(wanted), ignore_errors=True)
+            outcome = Outcome(outcome="rejected", kind=kind, version=wanted.release.version, reason=str(exc), at=time.time())
+            self.journal.record(outcome)
+            return outcome, None
+        self._activate(kind, validated, running)
+        outcome = Outcome(outcome="activated", kind=kind, version=wanted.release.version, reason=wanted.why, at=time.time())
+        self.journal.record(outcome)
+        return outcome, Activation(kind, validated)
+
+    def _workdir(self, wanted: Wanted) -> Path:
+        return self.staging / f"{wanted.release.kind}-{wanted.release.version}"
+
+    def _take(self, updater: Updater, wanted: Wanted) -> Validated:
+        release = wanted.release
+        self.journal.begin("download", release.kind, release.version)
+        faults.checkpoint("download")
+        workdir = self._workdir(wanted)
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        files = {"model": wanted.target_path, INPUTS_FILE: release.validation.inputs}
+        if release.labels:
+            files["labels"] = release.labels
+        if release.cpu_twin:
+            files["cpu_twin"] = release.cpu_twin
+        local = {role: self._download(updater, path, workdir, role) for role, path in files.items()}
+        self.journal.begin("verify", release.kind, release.version)
+        faults.checkpoint("verify")
+        write_manifest(workdir, entries_for(release, local))
+        validated = validate(
+            release, workdir, self.factory, self.config.detector, self.config.embedder
+        )
+        self.journal.begin("stage", release.kind, release.version)
+        faults.checkpoint("stage")
+        self.slots.stage(release.kind, release.version, workdir)
+        return validated
+
+    def _download(self, updater: Updater, path: str, workdir: Path, role: str) -> Path:
+        info = updater.get_targetinfo(path)
+        if info is None:
+            raise UpdateError(f"target {path!r} is not in the signed targets metadata")
+        if info.length > self.ota.max_target_bytes:
+            raise UpdateError(
+                f"target {path!r} is {info.length} bytes, over ota.max_target_bytes "
+                f"({self.ota.max_target_bytes}); refused before downloading"
+            )
+        name = INPUTS_FILE if role == INPUTS_FILE else Path(path).name
+        local = workdir / name
+        try:
+            updater.download_target(info, str(local))
+        except tuf_errors.LengthOrHashMismatchError as exc:
+            raise UpdateError(f"target {path!r} does not match its signed hash and length: {exc}") from None
+        except tuf_errors.DownloadError as exc:
+            raise UpdateError(f"download of {path!r} failed, will resume at the next check: {exc}") from None
+        except OSError as exc:
+            why = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror
+            raise UpdateError(f"download of {path!r} aborted and removed: {why}") from None
+        return local
+
+    def _activate(self, kind: str, validated: Validated, running: bool) -> None:
+        version = validated.release.version
+        self.journal.begin("activate", kind, version)
+        faults.checkpoint("activate")
+        previous = self.slots.current(kind)
+        self.journal.state.health[kind] = Health(version=version, previous=previous, started=time.time(), running=running)
+        self.journal.save()
+        self.slots.activate(kind, version)
+        self.journal.end_step()
+        log.info("OTA: %s %s activated (previous: %s)", kind, validated.release.key, previous or "bundled")
+
+    # -- operator actions and the health window's verdicts ----------------------------------------
+    def rollback(self, kind: str, reason: str) -> Outcome:
+        """current -> previous; the release rolled back from is never taken again automatically."""
+        _, _, version = self.active(kind)
+        current = self.slots.current(kind)
+        if current is None:
+            raise UpdateError(f"{kind} runs the bundled model; there is nothing to roll back to")
+        key = self._key(kind, current)
+        if key not in self.journal.state.refused:
+            self.journal.state.refused.append(key)
+        self.journal.state.health.pop(kind, None)
+        _, back = self.slots.rollback(kind)
+        log.warning("OTA: %s %s rolled back to %s: %s", kind, version, back or "the bundled model", reason)
+        outcome = Outcome(outcome="rolled_back", kind=kind, version=version, reason=reason, at=time.time())
+        self.journal.record(outcome)
+        return outcome
+
+    def confirm(self, kind: str, reason: str) -> Outcome:
+        health = self.journal.state.health.pop(kind)
+        outcome = Outcome(outcome="confirmed", kind=kind, version=health.version, reason=reason, at=time.time())
+        self.journal.record(outcome)
+        self.slots.prune(kind)
+        return outcome
+
+    def _key(self, kind: str, version: str) -> str:
+        try:
+            _, entry = self.slots.manifest(kind, version)
+            return f"{entry.id}@{entry.version}"
+        except ModelError:
+            return f"{kind}@{version}"
+
+
+def entries_for(release: ReleaseInfo, local: dict[str, Path]) -> list[ModelEntry]:
+    """Manifest entries for the staged files: the release itself, then its CPU twin if it has one."""
+    spec = release.spec
+    common = {
+        "version": release.version, "kind": release.kind, "adapter": spec.adapter, "resize": spec.resize,
+        "input": spec.input, "outputs": spec.outputs, "source": spec.source, "licence": spec.licence,
+        "description": spec.description, "labels": local.get("labels"),
+    }
+    twin_id = f"{release.model_id}-cpu-twin" if "cpu_twin" in local else None
+    entries = [ModelEntry(id=release.model_id, file=local["model"], sha256=_sha256(local["model"]), cpu_twin=twin_id, **common)]
+    if twin_id is not None:
+        entries.append(ModelEntry(id=twin_id, file=local["cpu_twin"], sha256=_sha256(local["cpu_twin"]), **common))
+    return entries
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()

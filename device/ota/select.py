@@ -1,0 +1,60 @@
+"""Which release, if any, a device should run for one kind of model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from device.ota.cohort import in_cohort
+from device.ota.release import ReleaseInfo, version_key
+
+
+@dataclass(frozen=True)
+class Wanted:
+    release: ReleaseInfo
+    target_path: str
+    why: str
+
+
+@dataclass(frozen=True)
+class Device:
+    device_id: str
+    channel: str
+    firmware: str
+    pinned: str | None = None  # operator's pin: exactly this version
+    refused: frozenset[str] = frozenset()  # release keys this device rolled back from
+
+
+def eligible(release: ReleaseInfo, device: Device) -> str | None:
+    """None if the device may take the release, else why not."""
+    if release.key in device.refused:
+        return "rolled back from on this device"
+    if release.halted:
+        return f"halted ({release.halt_reason or 'no reason given'})"
+    percent = release.channels.get(device.channel)
+    if percent is None:
+        return f"not on channel {device.channel}"
+    if version_key(release.min_firmware) > version_key(device.firmware):
+        return f"needs firmware {release.min_firmware} (this is {device.firmware})"
+    if not in_cohort(device.device_id, release.key, percent):
+        return f"outside the {percent}% cohort"
+    return None
+
+
+def choose(releases: dict[str, ReleaseInfo], kind: str, device: Device) -> Wanted | None:
+    """The newest eligible release of `kind`, or the pinned version (which skips channel and cohort, but
+    never a halt or a rollback on this device)."""
+    ofkind = {path: r for path, r in releases.items() if r.kind == kind}
+    if device.pinned is not None:
+        for path, release in ofkind.items():
+            if release.version == device.pinned and not release.halted:
+                return Wanted(release, path, f"pinned to {device.pinned}")
+        return None
+    best: tuple[str, ReleaseInfo] | None = None
+    for path, release in ofkind.items():
+        if eligible(release, device) is None and (
+            best is None or version_key(release.version) > version_key(best[1].version)
+        ):
+            best = (path, release)
+    if best is None:
+        return None
+    return Wanted(best[1], best[0], f"channel {device.channel}, {best[1].channels[device.channel]}%")
