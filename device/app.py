@@ -21,24 +21,28 @@ from device.camera.grabber import FrameGrabber
 from device.clock import Clock, SystemClock
 from device.config import Config
 from device.control import Control
+from device.errors import ModelError
 from device.link.drain import Drainer
 from device.link.mqtt import Link
 from device.link.outbox import Outbox
 from device.link.topics import Topics
 from device.notify import Notifier
+from device.ota.agent import Agent
+from device.ota.engine import Engine
 from device.pace import PaceController
 from device.pipeline import Pipeline
 from device.telemetry import Telemetry, models_status
 from device.thermal.governor import Governor
 from device.thermal.sensors import SystemSensors
 from device.vision.embedder import Embedder
-from device.vision.manifest import Manifest
 from device.vision.models import make_detector
-from device.vision.runtime import InterpreterFactory
+from device.vision.runtime import InterpreterFactory, LoadedModel
 from device.vision.tracker import Tracker
 from device.wire import ObjectMessage
 
 log = logging.getLogger(__name__)
+
+MAX_FAILING_FRAMES = 50  # in a row: the pipeline is broken, let systemd restart the daemon
 
 
 @dataclass
@@ -62,10 +66,11 @@ class App:
         self.clock = clock or SystemClock()
         self.observers = observers or Observers()
         self.topics = Topics(config.mqtt.topic_prefix, config.device_id)
-        manifest = Manifest.load(config.models.manifest)
-        factory = InterpreterFactory(config.runtime)
-        detector = make_detector(factory.load(manifest, config.models.detector), config.detector)
-        embedder = Embedder(factory.load(manifest, config.models.embedder), config.embedder)
+        # Models come from the OTA slots when an update was activated, else from the bundled manifest.
+        self.ota_engine = Engine(config, InterpreterFactory(config.runtime))
+        self.ota_engine.startup()
+        detector = make_detector(self._load_model("detector"), config.detector)
+        embedder = Embedder(self._load_model("embedder"), config.embedder)
         gov = config.governor
         self.governor = Governor(gov, SystemSensors(gov.sysfs_root), self.clock) if gov.enabled else None
         self.pace = PaceController(config.pipeline, self.clock, self.governor)
@@ -81,27 +86,54 @@ class App:
         self.link = Link(
             config.mqtt, self.topics, self._status, Drainer(self.outbox, config.outbox, self.clock)
         )
-        self.control = Control(self.topics, self.pace, self._on_quote)
+        self._status_changed = threading.Event()
+        self.agent = (
+            Agent(self.ota_engine, self.pipeline, config, self.clock, self._status_changed.set)
+            if config.ota.enabled
+            else None
+        )
+        self.control = Control(self.topics, self.pace, self._on_quote, self._ota_check)
         self._stored_at: dict[int, float] = {}  # seq -> when stored, for the quote round trip
         self._stored_lock = threading.Lock()
         self._stopping = threading.Event()
         self.notifier = Notifier()
         self._frames_at = self._pinged_at = -1e18
+        self._failing = 0  # consecutive frames that raised
         self._control_thread = threading.Thread(target=self._control_loop, name="control", daemon=True)
         self.telemetry = Telemetry(
             config.device_id, self.clock, self.pipeline, self.grabber, self.link, self.governor
         )
-        self._camera_changed = threading.Event()
+
+    def _load_model(self, kind: str) -> LoadedModel:
+        """An activated release that no longer loads is rolled back: the device never runs a broken
+        model, and never stops for want of one while an older one works."""
+        engine = self.ota_engine
+        manifest, model_id, _ = engine.active(kind)
+        try:
+            return engine.factory.load(manifest, model_id)
+        except ModelError as exc:
+            if engine.slots.current(kind) is None:
+                raise
+            with engine.locked():
+                engine.rollback(kind, f"it failed to load at start-up: {exc}")
+            return self._load_model(kind)
+
+    def _ota_check(self, why: str) -> None:
+        if self.agent is None:
+            log.warning("OTA check (%s) ignored: [ota] is not enabled in the config", why)
+        else:
+            self.agent.trigger(why)
 
     def _status(self) -> dict[str, Any]:
         return {
             "version": __version__,
             "models": models_status(self.pipeline),
             "camera": self.grabber.stats.state,
+            "ota": self.agent.status() if self.agent else self.ota_engine.journal.summary(),
         }
 
     def _camera_state(self, state: str) -> None:
-        self._camera_changed.set()  # republished from the app thread, not the camera's
+        self._status_changed.set()  # republished from the app thread, not the camera's
 
     def _store(self, message: ObjectMessage) -> ObjectMessage | None:
         """The pipeline's sink: into the outbox (which assigns seq); the link drains it from there."""
@@ -132,6 +164,8 @@ class App:
         self.link.start()
         self.grabber.start()
         self._control_thread.start()
+        if self.agent is not None:
+            self.agent.start()
         self.notifier.ready(f"running: device {self.config.device_id}, source {self.grabber.source.name}")
         log.info(
             "appliance %s running: device %s, source %s",
@@ -190,8 +224,8 @@ class App:
             self._pinged_at = now
 
     def _service(self) -> None:
-        if self._camera_changed.is_set():
-            self._camera_changed.clear()
+        if self._status_changed.is_set():
+            self._status_changed.clear()
             state = self.grabber.stats
             self.notifier.status(f"camera {state.state}: {state.last_error or 'ok'}")
             if self.link.stats.connected:  # otherwise it goes out with the status on connecting
@@ -207,7 +241,18 @@ class App:
         if frame is None:
             return False
         began = self.clock.monotonic()
-        self.pipeline.process(frame, pace)
+        try:
+            self.pipeline.process(frame, pace)
+            self._failing = 0
+        except (ModelError, RuntimeError, ValueError) as exc:
+            # Counted (the OTA health window rolls a new model back on these); only a run of them ends
+            # the daemon, and systemd restarts it.
+            self.pipeline.counters.errors += 1
+            self._failing += 1
+            if self._failing >= MAX_FAILING_FRAMES:
+                raise
+            if self._failing == 1:
+                log.error("frame failed in the pipeline: %s", exc)
         if pace.max_fps > 0:
             stop.wait(max(0.0, 1.0 / pace.max_fps - (self.clock.monotonic() - began)))
         return True
@@ -215,6 +260,8 @@ class App:
     def shutdown(self) -> None:
         self.notifier.stopping()
         self._stopping.set()
+        if self.agent is not None:
+            self.agent.stop()
         self.grabber.stop(timeout=0.5)
         self.link.stop(timeout=1.2)
         self.outbox.close()

@@ -1,4 +1,5 @@
-"""Commands from the broker (`cmd/pace`, `cmd/pause`, `cmd/resume`, `cmd/ota-check`) and quotes.
+"""Commands from the broker (`cmd/pace`, `cmd/pause`, `cmd/resume`, `cmd/ota-check`), quotes, and the
+fleet's release notice.
 
 Payloads are untrusted input: each is validated, and anything malformed is ignored with one WARNING
 that says what was wrong, never an exception in the control loop.
@@ -31,9 +32,14 @@ class PaceCommand(BaseModel):
 
 class Control:
     def __init__(
-        self, topics: Topics, pace: PaceController, on_quote: Callable[[dict[str, Any]], None] | None = None
+        self,
+        topics: Topics,
+        pace: PaceController,
+        on_quote: Callable[[dict[str, Any]], None] | None = None,
+        on_ota_check: Callable[[str], None] | None = None,
     ) -> None:
         self.topics = topics
+        self.on_ota_check = on_ota_check
         self.pace = pace
         self.on_quote = on_quote
         self.rejected = 0
@@ -43,6 +49,10 @@ class Control:
         if message.topic == self.topics.quotes:
             self._quote(message)
             return
+        if message.topic == self.topics.fleet_release:
+            # Only a hint to check now: what to install comes from the signed metadata, never from here.
+            self._ota_check("retained fleet release notice")
+            return
         name = self.topics.command_name(message.topic)
         if name == "pace":
             self._pace(message.payload)
@@ -50,9 +60,13 @@ class Control:
             self.pace.set_paused(name == "pause")
             log.info("%s by operator command", "paused" if name == "pause" else "resumed")
         elif name == "ota-check":
-            log.warning("cmd/ota-check ignored: this build has no model updater yet")
+            self._ota_check("operator command cmd/ota-check")
         else:
             self._reject(message.topic, "unknown command")
+
+    def _ota_check(self, why: str) -> None:
+        if self.on_ota_check is not None:
+            self.on_ota_check(why)
 
     def _pace(self, payload: bytes) -> None:
         try:

@@ -43,6 +43,7 @@ class PipelineCounters:
     embeds_deferred: int = 0  # over the embedding budget; retried on a later frame
     not_stored: int = 0  # embedded, but the outbox could not keep it (full, or disk full)
     swaps: int = 0
+    errors: int = 0  # frames that raised (counted by the app; the OTA health window watches them)
 
 
 @dataclass
@@ -67,6 +68,11 @@ class Pipeline:
     # Milliseconds the last frame spent inside interpreter invokes (detector and embedder), so the
     # benchmark can tell inference from everything else the pipeline does.
     last_invoke_ms: float = 0.0
+    # Each model's own invoke time, reset when it is swapped: the OTA health window compares a new
+    # model's average against the one it replaced.
+    invoke_ms: dict[str, MovingAverage] = field(
+        default_factory=lambda: {"detector": MovingAverage(), "embedder": MovingAverage()}
+    )
     _embedded: dict[int, _Embedded] = field(default_factory=dict)
     _tokens: float = 0.0
     _token_time: float = 0.0
@@ -103,8 +109,10 @@ class Pipeline:
             return
         if swap.detector is not None:
             self.detector = swap.detector
+            self.invoke_ms["detector"] = MovingAverage()
         if swap.embedder is not None:
             self.embedder = swap.embedder
+            self.invoke_ms["embedder"] = MovingAverage()
             self._embedded.clear()  # vectors from the old model are not comparable: embed again
         self.counters.swaps += 1
 
@@ -112,6 +120,7 @@ class Pipeline:
         self.counters.detected_frames += 1
         detections = self._detect_scaled(frame)
         self.last_invoke_ms += self.detector.times.invoke_ms
+        self.invoke_ms["detector"].add(self.detector.times.invoke_ms)
         return detections
 
     def _detect_scaled(self, frame: Frame) -> list[Detection]:
@@ -160,6 +169,7 @@ class Pipeline:
         start = time.perf_counter()
         embedding = self.embedder.embed(frame.image, track.box)
         self.last_invoke_ms += self.embedder.times.invoke_ms
+        self.invoke_ms["embedder"].add(self.embedder.times.invoke_ms)
         built = time.perf_counter()
         entry = self.embedder.model.entry
         w, h = frame.width, frame.height

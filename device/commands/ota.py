@@ -17,7 +17,9 @@ from device.errors import ConfigError
 from device.ota.engine import Engine
 
 
-def ota(explicit_config: str | None, action: str, kind: str | None, version: str | None, as_json: bool) -> int:
+def ota(
+    explicit_config: str | None, action: str, kind: str | None, version: str | None, as_json: bool
+) -> int:
     config = load_config(config_path(explicit_config))
     if action == "check" and not config.ota.enabled:
         raise ConfigError("OTA updates are off: set [ota] enabled, repository_url and trusted_root")
@@ -40,9 +42,18 @@ def status(engine: Engine, config: Config) -> dict[str, Any]:
     models = {}
     for kind in ("detector", "embedder"):
         _, model_id, version = engine.active(kind)
-        models[kind] = {"id": model_id, "version": version, "slot": engine.slots.current(kind) or "bundled",
-                        "previous": engine.slots.previous(kind) or "bundled"}
-    return {"enabled": config.ota.enabled, "channel": config.ota.channel, "models": models, **engine.journal.summary()}
+        models[kind] = {
+            "id": model_id,
+            "version": version,
+            "slot": engine.slots.current(kind) or "bundled",
+            "previous": engine.slots.previous(kind) or "bundled",
+        }
+    return {
+        "enabled": config.ota.enabled,
+        "channel": config.ota.channel,
+        "models": models,
+        **engine.journal.summary(),
+    }
 
 
 def _pin(engine: Engine, kind: str, version: str | None) -> dict[str, Any]:

@@ -222,7 +222,9 @@ class Link:
         self.stats.connects += 1
         self.backoff.reset()
         log.info("mqtt connected to %s:%d", self.config.host, self.config.port)
-        self._client.subscribe([(self.topics.commands, 1), (self.topics.quotes, 1)])
+        self._client.subscribe(
+            [(self.topics.commands, 1), (self.topics.quotes, 1), (self.topics.fleet_release, 1)]
+        )
         self.publish_status()
         self.drainer.connected()
 

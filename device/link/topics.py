@@ -31,6 +31,11 @@ class Topics:
     def stats(self) -> str:
         return self._device("stats")
 
+    @property
+    def fleet_release(self) -> str:
+        """Retained notice of a new model release, for every device (read-only for them in the ACL)."""
+        return f"{self.prefix}/fleet/release"
+
     def command(self, name: str) -> str:
         return self._device(f"cmd/{name}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import logging
 import shutil
 import time
@@ -76,7 +77,9 @@ class Engine:
         which resume), and drop a health entry whose activation never happened."""
         step = self.journal.state.step
         if step is not None:
-            log.warning("OTA: a previous %s of %s %s was interrupted; cleaning up", step.name, step.kind, step.version)
+            log.warning(
+                "OTA: a previous %s of %s %s was interrupted; cleaning up", step.name, step.kind, step.version
+            )
         if self.staging.is_dir():
             for child in self.staging.iterdir():
                 if child.is_dir():
@@ -89,6 +92,41 @@ class Engine:
         self.journal.save()
         for kind in self.ota.kinds:
             self.slots.prune(kind)
+
+    # -- the daemon's side of the health window ---------------------------------------------------
+    def startup(self) -> list[Outcome]:
+        """At daemon start. A window found running means the daemon died inside it (crash, kill -9,
+        power cut): roll back, as Mender does with an uncommitted update. Others start now."""
+        outcomes: list[Outcome] = []
+        try:
+            with self.locked():
+                self.recover()
+                for kind, health in list(self.journal.state.health.items()):
+                    if health.running:
+                        reason = "the daemon stopped during the health window (crash, kill or power cut)"
+                        outcomes.append(self.rollback(kind, reason))
+                    else:
+                        health.running = True
+                self.journal.save()
+        except UpdateError as exc:
+            log.warning("OTA start-up checks skipped: %s", exc)
+        return outcomes
+
+    def start_window(self, kind: str) -> None:
+        with self.locked():
+            if kind in self.journal.state.health:
+                self.journal.state.health[kind].running = True
+                self.journal.save()
+
+    def pause_windows(self) -> None:
+        """A clean stop is not a failure: the windows run again from the start next time."""
+        try:
+            with self.locked():
+                for health in self.journal.state.health.values():
+                    health.running = False
+                self.journal.save()
+        except UpdateError:
+            log.warning("OTA: could not mark the health windows paused; the next start rolls them back")
 
     # -- which model runs ----------------------------------------------------------------------
     def active(self, kind: str) -> tuple[Manifest, str, str]:
@@ -107,7 +145,11 @@ class Engine:
     def device(self, kind: str) -> Device:
         state = self.journal.state
         return Device(
-            self.config.device_id, self.ota.channel, __version__, state.pins.get(kind), frozenset(state.refused)
+            self.config.device_id,
+            self.ota.channel,
+            __version__,
+            state.pins.get(kind),
+            frozenset(state.refused),
         )
 
     # -- the check -----------------------------------------------------------------------------
@@ -140,15 +182,22 @@ class Engine:
             try:
                 bootstrap = self.ota.trusted_root.read_bytes()
             except OSError as exc:
-                raise UpdateError(f"trusted root {self.ota.trusted_root} is unreadable: {exc.strerror}") from None
+                raise UpdateError(
+                    f"trusted root {self.ota.trusted_root} is unreadable: {exc.strerror}"
+                ) from None
         base = self.ota.repository_url.rstrip("/")
         fetcher = ResumingFetcher(
             self.staging, f"{base}/targets/", self.ota.timeout_s, f"appliance/{__version__}", self.progress
         )
         try:
             updater = Updater(
-                str(metadata), f"{base}/metadata/", str(self.staging), f"{base}/targets/", fetcher,
-                UpdaterConfig(app_user_agent=f"appliance/{__version__}"), bootstrap=bootstrap,
+                str(metadata),
+                f"{base}/metadata/",
+                str(self.staging),
+                f"{base}/targets/",
+                fetcher,
+                UpdaterConfig(app_user_agent=f"appliance/{__version__}"),
+                bootstrap=bootstrap,
             )
             updater.refresh()
         except tuf_errors.DownloadError as exc:
@@ -168,20 +217,28 @@ class Engine:
         if wanted is None or wanted.release.version == active:
             return Outcome(outcome="up_to_date", kind=kind, version=active, at=time.time()), None
         if kind in self.journal.state.health:
-            return Outcome(outcome="waiting", kind=kind, version=active, reason="a health window is open"), None
+            return Outcome(
+                outcome="waiting", kind=kind, version=active, reason="a health window is open"
+            ), None
         if self.device(kind).pinned is None and version_key(wanted.release.version) < version_key(active):
-            return Outcome(outcome="up_to_date", kind=kind, version=active, reason="newer than the release"), None
+            return Outcome(
+                outcome="up_to_date", kind=kind, version=active, reason="newer than the release"
+            ), None
         try:
             validated = self._take(updater, wanted)
         except UpdateError as exc:
             log.error("OTA: %s", exc)
             self.journal.state.step = None
             shutil.rmtree(self._workdir(wanted), ignore_errors=True)
-            outcome = Outcome(outcome="rejected", kind=kind, version=wanted.release.version, reason=str(exc), at=time.time())
+            outcome = Outcome(
+                outcome="rejected", kind=kind, version=wanted.release.version, reason=str(exc), at=time.time()
+            )
             self.journal.record(outcome)
             return outcome, None
         self._activate(kind, validated, running)
-        outcome = Outcome(outcome="activated", kind=kind, version=wanted.release.version, reason=wanted.why, at=time.time())
+        outcome = Outcome(
+            outcome="activated", kind=kind, version=wanted.release.version, reason=wanted.why, at=time.time()
+        )
         self.journal.record(outcome)
         return outcome, Activation(kind, validated)
 
@@ -204,9 +261,7 @@ class Engine:
         self.journal.begin("verify", release.kind, release.version)
         faults.checkpoint("verify")
         write_manifest(workdir, entries_for(release, local))
-        validated = validate(
-            release, workdir, self.factory, self.config.detector, self.config.embedder
-        )
+        validated = validate(release, workdir, self.factory, self.config.detector, self.config.embedder)
         self.journal.begin("stage", release.kind, release.version)
         faults.checkpoint("stage")
         self.slots.stage(release.kind, release.version, workdir)
@@ -239,7 +294,9 @@ class Engine:
         self.journal.begin("activate", kind, version)
         faults.checkpoint("activate")
         previous = self.slots.current(kind)
-        self.journal.state.health[kind] = Health(version=version, previous=previous, started=time.time(), running=running)
+        self.journal.state.health[kind] = Health(
+            version=version, previous=previous, started=time.time(), running=running
+        )
         self.journal.save()
         self.slots.activate(kind, version)
         self.journal.end_step()
@@ -264,7 +321,9 @@ class Engine:
 
     def confirm(self, kind: str, reason: str) -> Outcome:
         health = self.journal.state.health.pop(kind)
-        outcome = Outcome(outcome="confirmed", kind=kind, version=health.version, reason=reason, at=time.time())
+        outcome = Outcome(
+            outcome="confirmed", kind=kind, version=health.version, reason=reason, at=time.time()
+        )
         self.journal.record(outcome)
         self.slots.prune(kind)
         return outcome
@@ -281,18 +340,33 @@ def entries_for(release: ReleaseInfo, local: dict[str, Path]) -> list[ModelEntry
     """Manifest entries for the staged files: the release itself, then its CPU twin if it has one."""
     spec = release.spec
     common = {
-        "version": release.version, "kind": release.kind, "adapter": spec.adapter, "resize": spec.resize,
-        "input": spec.input, "outputs": spec.outputs, "source": spec.source, "licence": spec.licence,
-        "description": spec.description, "labels": local.get("labels"),
+        "version": release.version,
+        "kind": release.kind,
+        "adapter": spec.adapter,
+        "resize": spec.resize,
+        "input": spec.input,
+        "outputs": spec.outputs,
+        "source": spec.source,
+        "licence": spec.licence,
+        "description": spec.description,
+        "labels": local.get("labels"),
     }
     twin_id = f"{release.model_id}-cpu-twin" if "cpu_twin" in local else None
-    entries = [ModelEntry(id=release.model_id, file=local["model"], sha256=_sha256(local["model"]), cpu_twin=twin_id, **common)]
+    entries = [
+        ModelEntry(
+            id=release.model_id,
+            file=local["model"],
+            sha256=_sha256(local["model"]),
+            cpu_twin=twin_id,
+            **common,
+        )
+    ]
     if twin_id is not None:
-        entries.append(ModelEntry(id=twin_id, file=local["cpu_twin"], sha256=_sha256(local["cpu_twin"]), **common))
+        entries.append(
+            ModelEntry(id=twin_id, file=local["cpu_twin"], sha256=_sha256(local["cpu_twin"]), **common)
+        )
     return entries
 
 
 def _sha256(path: Path) -> str:
-    import hashlib
-
     return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -133,4 +133,3 @@ class ResumingFetcher(FetcherInterface):
             raise exceptions.DownloadError(f"download of {url} broke off at byte {have}: {exc}") from exc
         finally:
             response.release_conn()
-

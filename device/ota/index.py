@@ -21,9 +21,7 @@ log = logging.getLogger(__name__)
 INDEX = "index.json"
 
 
-def read_index(
-    updater: Updater, staging: Path, max_bytes: int
-) -> tuple[dict[str, ReleaseInfo], list[str]]:
+def read_index(updater: Updater, staging: Path, max_bytes: int) -> tuple[dict[str, ReleaseInfo], list[str]]:
     """Target path -> release for every well-formed release the index lists, and why others were refused."""
     info = updater.get_targetinfo(INDEX)
     if info is None:

@@ -30,7 +30,8 @@ TOP_DETECTIONS = 5
 
 def pack_inputs(images: list[Image]) -> bytes:
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **{f"image{i}": image for i, image in enumerate(images)})
+    arrays: dict[str, Any] = {f"image{i}": image for i, image in enumerate(images)}
+    np.savez_compressed(buffer, **arrays)
     return buffer.getvalue()
 
 
@@ -99,7 +100,12 @@ def _detections(detector: Detector, image: Image) -> list[dict[str, Any]]:
         {
             "label": d.label,
             "score": round(d.score, 3),
-            "box": [round(d.box.x1 / w, 4), round(d.box.y1 / h, 4), round(d.box.x2 / w, 4), round(d.box.y2 / h, 4)],
+            "box": [
+                round(d.box.x1 / w, 4),
+                round(d.box.y1 / h, 4),
+                round(d.box.x2 / w, 4),
+                round(d.box.y2 / h, 4),
+            ],
         }
         for d in found
     ]

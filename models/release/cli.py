@@ -24,7 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance-release", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--repo", type=Path, required=True, help="the repository folder to serve over HTTP")
-    parser.add_argument("--keys", type=Path, required=True, help="the folder of signing keys (keep it private)")
+    parser.add_argument(
+        "--keys", type=Path, required=True, help="the folder of signing keys (keep it private)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("init", help="create keys and an empty repository; prints the root.json for devices")
     add = sub.add_parser("add", help="publish a model from a manifest as a new release")
@@ -60,14 +62,20 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "init":
         print(f"repository created; install {repo.init()} on devices as ota.trusted_root")
     elif args.command == "add":
-        new = NewRelease(args.manifest, args.model, args.version, args.channel, args.percent, args.photo, args.min_firmware)
+        new = NewRelease(
+            args.manifest, args.model, args.version, args.channel, args.percent, args.photo, args.min_firmware
+        )
         print(f"published {add_release(repo, new)}")
     elif args.command in ("promote", "rollout"):
         _percent(args.percent)
-        path = change(repo, args.model, args.version, lambda c: c["channels"].__setitem__(args.channel, args.percent))
+        path = change(
+            repo, args.model, args.version, lambda c: c["channels"].__setitem__(args.channel, args.percent)
+        )
         print(f"{path}: channel {args.channel} at {args.percent}%")
     elif args.command == "halt":
-        path = change(repo, args.model, args.version, lambda c: c.update(halted=True, halt_reason=args.reason))
+        path = change(
+            repo, args.model, args.version, lambda c: c.update(halted=True, halt_reason=args.reason)
+        )
         print(f"{path}: halted ({args.reason})")
     elif args.command == "rotate":
         print(f"new {args.role} key; root is now version {repo.rotate(args.role)}")
@@ -87,7 +95,13 @@ def _percent(value: int) -> None:
 
 def _listing(repo: Repository) -> list[dict[str, Any]]:
     return [
-        {"target": path, **{k: v for k, v in decode(t.unrecognized_fields["custom"]["appliance"]).items() if k in
-          ("model_id", "kind", "version", "channels", "halted", "halt_reason", "min_firmware")}}
+        {
+            "target": path,
+            **{
+                k: v
+                for k, v in decode(t.unrecognized_fields["custom"]["appliance"]).items()
+                if k in ("model_id", "kind", "version", "channels", "halted", "halt_reason", "min_firmware")
+            },
+        }
         for path, t in repo.releases().items()
     ]

@@ -45,11 +45,15 @@ def load(path: Path) -> CryptoSigner:
     try:
         pem = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"signing key {path} does not exist (create keys with `appliance-release init`)") from None
+        raise ConfigError(
+            f"signing key {path} does not exist (create keys with `appliance-release init`)"
+        ) from None
     try:
         key = serialization.load_pem_private_key(pem, _passphrase())
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"signing key {path} cannot be opened ({exc}); is {PASSPHRASE_ENV} right?") from None
+        raise ConfigError(
+            f"signing key {path} cannot be opened ({exc}); is {PASSPHRASE_ENV} right?"
+        ) from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigError(f"signing key {path} is not an ed25519 key")
     return CryptoSigner(key)

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
+from tuf.api.metadata import Metadata, Targets
 
 from device.config import DetectorConfig, EmbedderConfig, RuntimeConfig
 from device.errors import ConfigError
@@ -24,7 +26,6 @@ from device.vision.images import read_image
 from device.vision.manifest import Manifest, ModelEntry
 from device.vision.preprocess import Image
 from device.vision.runtime import InterpreterFactory
-from tuf.api.metadata import Metadata, Targets
 
 from .repository import Repository
 
@@ -47,7 +48,9 @@ class NewRelease:
     tolerance: dict[str, float] = field(default_factory=dict)
 
 
-def add_release(repo: Repository, new: NewRelease, edit: Callable[[dict[str, Any]], None] | None = None) -> str:
+def add_release(
+    repo: Repository, new: NewRelease, edit: Callable[[dict[str, Any]], None] | None = None
+) -> str:
     """Publish one release; returns its target path. `edit` may change the custom fields (tests use it
     to forge bad releases that a careless or hostile publisher could sign)."""
     manifest = Manifest.load(new.manifest)
@@ -65,7 +68,7 @@ def add_release(repo: Repository, new: NewRelease, edit: Callable[[dict[str, Any
     model_file = new.model_file or Path(entry.file)
     info = ReleaseInfo(
         model_id=entry.id,
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         version=new.version,
         channels={new.channel: new.percent},
         min_firmware=new.min_firmware,
@@ -82,7 +85,7 @@ def add_release(repo: Repository, new: NewRelease, edit: Callable[[dict[str, Any
     if edit is not None:
         edit(fields)
     custom = {CUSTOM_KEY: encode(fields)}
-    _add_files(repo, targets.signed, info, entry, manifest, work)
+    _add_files(repo, targets.signed, info, (entry, manifest), work)
     path = f"{base}/{model_file.name}"
     repo.add_file(targets.signed, path, model_file, custom)
     repo.publish(targets)
@@ -99,7 +102,10 @@ def decode(value: str) -> dict[str, Any]:
     return result
 
 
-def _add_files(repo: Repository, targets: Targets, info: ReleaseInfo, entry: ModelEntry, manifest: Manifest, work: Path) -> None:
+def _add_files(
+    repo: Repository, targets: Targets, info: ReleaseInfo, source: tuple[ModelEntry, Manifest], work: Path
+) -> None:
+    entry, manifest = source
     repo.add_file(targets, info.validation.inputs, work / "validation.npz")
     if info.labels and entry.labels:
         repo.add_file(targets, info.labels, Path(entry.labels))
@@ -108,7 +114,9 @@ def _add_files(repo: Repository, targets: Targets, info: ReleaseInfo, entry: Mod
 
 
 def _spec(entry: ModelEntry, adapter: str | None) -> ModelSpec:
-    data = entry.model_dump(include={"adapter", "resize", "input", "outputs", "source", "licence", "description"})
+    data = entry.model_dump(
+        include={"adapter", "resize", "input", "outputs", "source", "licence", "description"}
+    )
     if adapter is not None:
         data["adapter"] = adapter
     return ModelSpec.model_validate(data)
@@ -125,7 +133,8 @@ def _small(image: Image) -> Image:
     scale = MAX_SIDE / max(h, w)
     if scale >= 1:
         return image
-    return cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    return np.asarray(small, dtype=np.uint8)
 
 
 def change(repo: Repository, model_id: str, version: str, update: Callable[[dict[str, Any]], None]) -> str:

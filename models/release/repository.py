@@ -32,8 +32,12 @@ from device.ota.release import check_target_path
 
 from . import keys
 
-EXPIRY = {"root": timedelta(days=365), "targets": timedelta(days=90), "snapshot": timedelta(days=7),
-          "timestamp": timedelta(days=1)}
+EXPIRY = {
+    "root": timedelta(days=365),
+    "targets": timedelta(days=90),
+    "snapshot": timedelta(days=7),
+    "timestamp": timedelta(days=1),
+}
 
 
 def _expires(role: str, override: timedelta | None = None) -> datetime:
@@ -54,7 +58,8 @@ class Repository:
         if (self.metadata_dir / "1.root.json").exists():
             raise ConfigError(f"{self.path} already holds a repository")
         signers = {
-            role: keys.load(self.key_dir / f"{role}.pem") if (self.key_dir / f"{role}.pem").exists()
+            role: keys.load(self.key_dir / f"{role}.pem")
+            if (self.key_dir / f"{role}.pem").exists()
             else keys.generate(self.key_dir / f"{role}.pem")
             for role in keys.ROLES
         }
@@ -85,10 +90,16 @@ class Repository:
         return Metadata[Targets].from_file(str(self._latest("targets")))
 
     def releases(self) -> dict[str, TargetFile]:
-        return {path: t for path, t in self.targets().signed.targets.items() if "appliance" in t.unrecognized_fields.get("custom", {})}
+        return {
+            path: t
+            for path, t in self.targets().signed.targets.items()
+            if "appliance" in t.unrecognized_fields.get("custom", {})
+        }
 
     # -- writing ------------------------------------------------------------------------------
-    def add_file(self, targets: Targets, target_path: str, local: Path, custom: dict[str, Any] | None = None) -> TargetFile:
+    def add_file(
+        self, targets: Targets, target_path: str, local: Path, custom: dict[str, Any] | None = None
+    ) -> TargetFile:
         """Copy `local` in under its hash and list it in `targets`."""
         check_target_path(target_path)
         target = TargetFile.from_file(target_path, str(local), ["sha256"])
@@ -107,10 +118,16 @@ class Repository:
         index.write_text(json.dumps({"releases": sorted(releases)}, indent=1))
         self.add_file(targets, INDEX, index)
 
-    def publish(self, targets: Metadata[Targets], bump: bool = True, expires: dict[str, timedelta] | None = None) -> None:
+    def publish(
+        self, targets: Metadata[Targets], bump: bool = True, expires: dict[str, timedelta] | None = None
+    ) -> None:
         """Re-sign targets (with its index of releases), then a new snapshot and timestamp."""
         expires = expires or {}
-        releases = [p for p, t in targets.signed.targets.items() if "appliance" in t.unrecognized_fields.get("custom", {})]
+        releases = [
+            p
+            for p, t in targets.signed.targets.items()
+            if "appliance" in t.unrecognized_fields.get("custom", {})
+        ]
         self._set_index(targets.signed, releases)
         if bump:
             targets.signed.version += 1
@@ -167,9 +184,10 @@ class Repository:
         signers = [keys.load(self.key_dir / "root.pem")] + ([keys.load(retired)] if role == "root" else [])
         for signer in signers:
             root.sign(signer, append=True)
-        root.to_file(str(self.metadata_dir / f"{root.signed.version}.root.json"), JSONSerializer(compact=False))
+        root.to_file(
+            str(self.metadata_dir / f"{root.signed.version}.root.json"), JSONSerializer(compact=False)
+        )
         # Kept, not deleted, for the operator to archive offline (or destroy, if it leaked).
         retired.rename(self.key_dir / f"{role}.retired-v{root.signed.version - 1}.pem")
         self.publish(self.targets())  # re-sign everything under the new key
         return root.signed.version
-

@@ -1,0 +1,179 @@
+"""The daemon's updater: checks on an interval (with jitter) or when told, swaps models in between
+frames, and runs the health window.
+
+Checks run on this thread, never on the frame loop: a download and a validation take seconds, and the
+pipeline keeps running the old model meanwhile. The swap itself is a pointer exchange between two frames
+(Pipeline.request_swap), so no frame waits for a model to load. A fleet notice (`<prefix>/fleet/release`)
+or `cmd/ota-check` only triggers a check; their content is never trusted.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from device.clock import Clock
+from device.config import Config
+from device.errors import ApplianceError, RegistryUnavailableError, UpdateError
+from device.ota.engine import Engine
+from device.ota.health import HealthWatch
+from device.ota.journal import Outcome
+from device.ota.validate import build
+from device.pipeline import Pipeline
+from device.vision.detector import Detector
+from device.vision.embedder import Embedder
+
+log = logging.getLogger(__name__)
+
+MIN_TRIGGER_GAP_S = 10.0  # a burst of notices or commands costs one check
+
+
+class Agent:
+    def __init__(
+        self, engine: Engine, pipeline: Pipeline, config: Config, clock: Clock, on_change: Callable[[], None]
+    ) -> None:
+        self.engine = engine
+        self.pipeline = pipeline
+        self.config = config
+        self.ota = config.ota
+        self.clock = clock
+        self.on_change = on_change
+        self.state = "idle"
+        self.last_error = ""
+        self.windows: dict[str, HealthWatch] = {}
+        self.loaded = {kind: engine.slots.current(kind) for kind in ("detector", "embedder")}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._last_trigger = -1e18
+        self._thread = threading.Thread(target=self._run, name="ota", daemon=True)
+
+    # -- control ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        now = self.clock.monotonic()
+        for kind, health in self.engine.journal.state.health.items():
+            self.windows[kind] = HealthWatch.open(kind, health.version, now, self.pipeline, None)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(2.0)
+        self.engine.pause_windows()
+
+    def trigger(self, why: str) -> None:
+        now = self.clock.monotonic()
+        if now - self._last_trigger < MIN_TRIGGER_GAP_S:
+            log.info("OTA check (%s) skipped: one ran less than %.0f s ago", why, MIN_TRIGGER_GAP_S)
+            return
+        self._last_trigger = now
+        log.info("OTA check requested: %s", why)
+        self._wake.set()
+
+    def status(self) -> dict[str, Any]:
+        windows = {
+            k: {
+                "version": w.version,
+                "left_s": round(max(0.0, self.ota.health_window_s - (self.clock.monotonic() - w.started)), 1),
+            }
+            for k, w in self.windows.items()
+        }
+        return {
+            "state": self.state,
+            "error": self.last_error,
+            **self.engine.journal.summary(),
+            "health_windows": windows,
+        }
+
+    # -- the loop --------------------------------------------------------------------------------
+    def _run(self) -> None:
+        # The first check comes soon after start, spread over a minute so a fleet rebooting together
+        # does not hit the repository at once.
+        next_check = self.clock.monotonic() + random.uniform(1.0, min(60.0, self.ota.interval_s))
+        while not self._stop.is_set():
+            woken = self._wake.wait(1.0)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                if woken or self.clock.monotonic() >= next_check:
+                    self._check()
+                    next_check = self.clock.monotonic() + self._interval()
+                self._follow_slots()
+                self._watch()
+            except Exception:  # the updater must never take the daemon down
+                log.exception("OTA agent error")
+
+    def _interval(self) -> float:
+        return self.ota.interval_s * random.uniform(1 - self.ota.jitter, 1 + self.ota.jitter)
+
+    def _check(self) -> None:
+        self.state = "checking"
+        try:
+            outcomes, activations = self.engine.check(running=True)
+            self.last_error = ""
+        except RegistryUnavailableError as exc:
+            self._failed("unavailable", str(exc), logging.WARNING)
+            return
+        except (UpdateError, ApplianceError) as exc:
+            self._failed("rejected", str(exc), logging.ERROR)
+            return
+        finally:
+            self.state = "idle"
+        for activation in activations:
+            self._swap(activation.kind, activation.validated.adapter, activation.validated.release.version)
+        if activations or any(o.outcome in ("rejected", "rolled_back") for o in outcomes):
+            self.on_change()
+
+    def _failed(self, outcome: str, reason: str, level: int) -> None:
+        log.log(level, "OTA check failed; the current models keep running: %s", reason)
+        self.last_error = reason
+        self.engine.journal.record(Outcome(outcome=outcome, reason=reason, at=self.clock.time()))
+        self.on_change()
+
+    def _swap(self, kind: str, adapter: Detector | Embedder, version: str) -> None:
+        baseline = self.pipeline.invoke_ms[kind].value
+        if isinstance(adapter, Embedder):
+            self.pipeline.request_swap(embedder=adapter)
+        else:
+            self.pipeline.request_swap(detector=adapter)
+        self.loaded[kind] = self.engine.slots.current(kind)
+        if kind in self.engine.journal.state.health:
+            self.windows[kind] = HealthWatch.open(
+                kind, version, self.clock.monotonic(), self.pipeline, baseline
+            )
+        log.info("OTA: %s %s swapped in between frames", kind, version)
+
+    def _follow_slots(self) -> None:
+        """`appliance ota check|rollback` changed a slot: load what it now points at."""
+        for kind in ("detector", "embedder"):
+            current = self.engine.slots.current(kind)
+            if current == self.loaded[kind]:
+                continue
+            manifest, model_id, version = self.engine.active(kind)
+            model = self.engine.factory.load(manifest, model_id)
+            self._swap(kind, build(kind, model, self.config.detector, self.config.embedder), version)
+            if kind in self.engine.journal.state.health:
+                self.engine.start_window(kind)
+            self.on_change()
+
+    def _watch(self) -> None:
+        for kind, window in list(self.windows.items()):
+            verdict = window.verdict(self.clock.monotonic(), self.pipeline, self.ota)
+            if verdict is None:
+                continue
+            try:
+                with self.engine.locked():
+                    if verdict.healthy:
+                        self.engine.confirm(kind, verdict.reason)
+                        log.info("OTA: %s %s confirmed: %s", kind, window.version, verdict.reason)
+                    else:
+                        self.engine.rollback(kind, verdict.reason)
+            except UpdateError:
+                continue  # `appliance ota` holds the lock: judge again in a second
+            del self.windows[kind]
+            if not verdict.healthy:
+                self._follow_slots()
+            self.on_change()
