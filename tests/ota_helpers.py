@@ -12,9 +12,10 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from device.config import Config, load_config
 from release.publish import NewRelease, add_release
 from release.repository import Repository
+
+from device.config import Config, load_config
 
 from .conftest import DATA, MODELS
 
@@ -35,7 +36,7 @@ class _Handler(SimpleHTTPRequestHandler):
 
     faults: Faults
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def do_GET(self) -> None:
@@ -89,8 +90,15 @@ def new_repo(tmp_path: Path) -> Repository:
 
 def release(repo: Repository, version: str = "1.1.0", percent: int = 100, **kw: Any) -> str:
     edit = kw.pop("edit", None)
-    new = NewRelease(MODELS / "manifest.toml", kw.pop("model_id", EMBEDDER), version, kw.pop("channel", "stable"),
-                     percent, kw.pop("photos", PHOTOS), **kw)
+    new = NewRelease(
+        MODELS / "manifest.toml",
+        kw.pop("model_id", EMBEDDER),
+        version,
+        kw.pop("channel", "stable"),
+        percent,
+        kw.pop("photos", PHOTOS),
+        **kw,
+    )
     return add_release(repo, new, edit)
 
 

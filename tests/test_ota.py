@@ -10,13 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from release.cli import main
+from release.publish import _expected, _small, change, decode
+from release.repository import Repository
 
 from device.errors import RegistryUnavailableError, UpdateError
 from device.ota.cohort import bucket, in_cohort
 from device.ota.engine import Engine
 from device.ota.journal import Outcome
-from release.publish import _expected, decode
-from release.repository import Repository
+from device.vision.images import read_image
 
 from .conftest import DATA
 from .ota_helpers import PHOTOS, Faults, new_repo, ota_config, release, serve
@@ -31,7 +33,9 @@ def check(url: str, repo: Repository, state: Path, **extra: str) -> tuple[Engine
 def assert_untouched(engine: Engine, state: Path) -> None:
     assert engine.slots.current("embedder") is None  # still the bundled model
     staging = state / "ota" / "staging"
-    assert not [p for p in staging.iterdir() if p.is_dir() or p.suffix == ".part"] if staging.exists() else True
+    assert (
+        not [p for p in staging.iterdir() if p.is_dir() or p.suffix == ".part"] if staging.exists() else True
+    )
 
 
 def test_a_signed_release_is_downloaded_validated_activated_and_taken_once(tmp_path: Path) -> None:
@@ -58,7 +62,10 @@ def test_a_newer_release_replaces_the_current_one_and_keeps_it_as_previous(tmp_p
         release(repo, "1.2.0")
         engine, outcome = check(url, repo, state)
     assert (outcome.outcome, engine.slots.current("embedder"), engine.slots.previous("embedder")) == (
-        "activated", "1.2.0", "1.1.0")
+        "activated",
+        "1.2.0",
+        "1.1.0",
+    )
     with engine.locked():
         engine.rollback("embedder", "operator")
     assert engine.slots.current("embedder") == "1.1.0"
@@ -136,6 +143,7 @@ def test_an_oversized_target_is_refused_before_downloading(tmp_path: Path) -> No
     faults = Faults()
     with serve(repo.path, faults) as url:
         engine, outcome = check(url, repo, tmp_path / "state", APPLIANCE_OTA__MAX_TARGET_BYTES="1000000")
+    assert not faults.ranges
     assert outcome.outcome == "rejected" and "over ota.max_target_bytes" in outcome.reason
     assert_untouched(engine, tmp_path / "state")
 
@@ -151,8 +159,6 @@ def test_a_model_whose_tensors_do_not_fit_its_kind_is_refused(tmp_path: Path) ->
 
 
 def test_a_model_that_fails_its_validation_vectors_is_refused(tmp_path: Path, manifest: Any) -> None:
-    from device.vision.images import read_image
-    from release.publish import _small
 
     entry = manifest.get("efficientnet-lite0-int8")
     swapped = _expected(manifest, entry, "embedder", [_small(read_image(p)) for p in reversed(PHOTOS)])
@@ -180,7 +186,9 @@ def test_an_edge_tpu_model_without_a_cpu_twin_is_refused_on_a_device_without_a_t
     tmp_path: Path, manifest: Any
 ) -> None:
     repo = new_repo(tmp_path)
-    release(repo, model_file=DATA / "edgetpu" / "mobilenet_v2_1.0_224_quant_edgetpu.tflite", expected=[{}, {}])
+    release(
+        repo, model_file=DATA / "edgetpu" / "mobilenet_v2_1.0_224_quant_edgetpu.tflite", expected=[{}, {}]
+    )
     with serve(repo.path) as url:
         engine, outcome = check(url, repo, tmp_path / "state")
     assert outcome.outcome == "rejected" and "compiled for the Edge TPU" in outcome.reason
@@ -203,12 +211,12 @@ def test_an_interrupted_download_resumes_where_it_stopped(tmp_path: Path) -> Non
     faults = Faults(break_after=2_000_000)
     state = tmp_path / "state"
     with serve(repo.path, faults) as url:
-        engine, outcome = check(url, repo, state)
+        _, outcome = check(url, repo, state)
         assert outcome.outcome == "rejected" and "will resume" in outcome.reason
         [part] = (state / "ota" / "staging").glob("*.part")
         kept = part.stat().st_size
         assert 1_900_000 < kept <= 2_000_000  # what arrived, less an incomplete last chunk
-        engine, outcome = check(url, repo, state)
+        _engine, outcome = check(url, repo, state)
     assert outcome.outcome == "activated"
     assert faults.ranges == [f"bytes={kept}-"]
     assert not list((state / "ota" / "staging").glob("*.part"))
@@ -224,7 +232,6 @@ def test_a_full_disk_during_download_aborts_and_cleans_up(tmp_path: Path, small_
 
 
 def test_a_halted_release_is_not_taken_and_devices_on_it_roll_back(tmp_path: Path) -> None:
-    from release.publish import change
 
     repo = new_repo(tmp_path)
     release(repo)
@@ -233,7 +240,9 @@ def test_a_halted_release_is_not_taken_and_devices_on_it_roll_back(tmp_path: Pat
         engine, _ = check(url, repo, state)
         with engine.locked():
             engine.confirm("embedder", "test")
-        change(repo, "efficientnet-lite0-int8", "1.1.0", lambda c: c.update(halted=True, halt_reason="bad crops"))
+        change(
+            repo, "efficientnet-lite0-int8", "1.1.0", lambda c: c.update(halted=True, halt_reason="bad crops")
+        )
         engine, outcome = check(url, repo, state)
     assert outcome.outcome == "rolled_back" and "bad crops" in outcome.reason
     assert engine.slots.current("embedder") is None
@@ -259,16 +268,48 @@ def test_a_device_outside_the_cohort_keeps_its_model(tmp_path: Path) -> None:
 
 
 def test_the_release_tool_lists_promotes_and_halts(tmp_path: Path) -> None:
-    from release.cli import main
 
     repo = new_repo(tmp_path)
     release(repo, channel="beta", percent=10)
     args = ["--repo", str(repo.path), "--keys", str(tmp_path / "keys")]
-    assert main([*args, "promote", "--model", "efficientnet-lite0-int8", "--version", "1.1.0",
-                 "--channel", "stable", "--percent", "100"]) == 0
-    assert main([*args, "rollout", "--model", "efficientnet-lite0-int8", "--version", "1.1.0",
-                 "--channel", "beta", "--percent", "101"]) == 78
-    assert main([*args, "halt", "--model", "efficientnet-lite0-int8", "--version", "1.1.0", "--reason", "x"]) == 0
+    assert (
+        main(
+            [
+                *args,
+                "promote",
+                "--model",
+                "efficientnet-lite0-int8",
+                "--version",
+                "1.1.0",
+                "--channel",
+                "stable",
+                "--percent",
+                "100",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                *args,
+                "rollout",
+                "--model",
+                "efficientnet-lite0-int8",
+                "--version",
+                "1.1.0",
+                "--channel",
+                "beta",
+                "--percent",
+                "101",
+            ]
+        )
+        == 78
+    )
+    assert (
+        main([*args, "halt", "--model", "efficientnet-lite0-int8", "--version", "1.1.0", "--reason", "x"])
+        == 0
+    )
     [target] = repo.releases().values()
     fields = decode(target.unrecognized_fields["custom"]["appliance"])
     assert fields["channels"] == {"beta": 10, "stable": 100} and fields["halted"] is True
@@ -284,4 +325,3 @@ def test_a_rotated_targets_key_is_followed_by_devices(tmp_path: Path) -> None:
     assert outcome.outcome == "activated"  # root v2 names the new key; the device trusted it via v1
     assert (tmp_path / "state" / "ota" / "metadata" / "root_history" / "2.root.json").exists()
     assert list((tmp_path / "keys").glob("targets.retired-v1.pem"))
-

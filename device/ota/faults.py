@@ -1,4 +1,4 @@
-"""Crash points for the fault-injection tests: `APPLIANCE_OTA_CRASH_AT=<step>` makes the process kill
+"""Crash points for the fault-injection tests: `OTA_FAULT_CRASH_AT=<step>` makes the process kill
 itself with SIGKILL the moment it reaches that step, exactly as a power cut or the OOM killer would.
 Unset (always, in production) it costs one dictionary lookup per step."""
 
@@ -11,5 +11,5 @@ STEPS = ("download", "verify", "stage", "activate", "health")
 
 
 def checkpoint(step: str) -> None:
-    if os.environ.get("APPLIANCE_OTA_CRASH_AT") == step:
+    if os.environ.get("OTA_FAULT_CRASH_AT") == step:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,216 @@
+"""OTA with the real daemon and the real CLI: kill -9 at every step, the hot swap without a restart, the
+health window's rollback after a crash, and frames that keep flowing through a swap."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from device.camera.source import Frame
+from device.clock import SystemClock
+from device.config import DetectorConfig, EmbedderConfig, PipelineConfig, RuntimeConfig, TrackerConfig
+from device.ota.engine import Engine
+from device.ota.faults import STEPS
+from device.ota.validate import build
+from device.pace import PaceController
+from device.pipeline import Pipeline
+from device.vision.detector import Detector
+from device.vision.embedder import Embedder
+from device.vision.runtime import InterpreterFactory
+from device.vision.tracker import Tracker
+
+from .broker import Mosquitto
+from .conftest import ROOT
+from .mqtt_helpers import Collector, daemon_env, start_daemon
+from .ota_helpers import new_repo, ota_config, ota_env, release, serve
+
+TOPIC = "appliance/ota-dev"
+
+
+def ota_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    full = {**{k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}, **env}
+    return subprocess.run(
+        [sys.executable, "-m", "device", "ota", *args],
+        cwd=ROOT,
+        env=full,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("step", [s for s in STEPS if s != "health"])
+def test_kill_9_at_each_step_leaves_the_old_or_the_new_model_never_a_broken_one(
+    tmp_path: Path, step: str
+) -> None:
+    repo = new_repo(tmp_path)
+    release(repo)
+    state = tmp_path / "state"
+    with serve(repo.path) as url:
+        env = ota_env(url, repo, state)
+        crashed = ota_cli({**env, "OTA_FAULT_CRASH_AT": step}, "check")
+        assert crashed.returncode == -9, crashed.stderr
+        engine = Engine(ota_config(url, repo, state))
+        assert engine.slots.current("embedder") is None  # every step before activation leaves the old model
+        manifest, model_id, version = engine.active("embedder")
+        assert version == "1.0.0" and engine.factory.load(manifest, model_id)  # and it loads
+        again = ota_cli(env, "check", "--json")
+        assert again.returncode == 0, again.stderr
+    assert '"outcome": "activated"' in again.stdout
+    engine = Engine(ota_config(url, repo, state))
+    manifest, model_id, version = engine.active("embedder")
+    assert version == "1.1.0" and engine.factory.load(manifest, model_id)
+    staging = state / "ota" / "staging"
+    assert not [p for p in staging.iterdir() if p.is_dir() or p.suffix == ".part"]  # cleaned up
+
+
+def wait_status(collector: Collector, predicate: Any, timeout: float, what: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = []
+
+    def seen() -> bool:
+        for message in collector.on(f"{TOPIC}/status"):
+            status = message.json()
+            if status.get("state") == "online" and predicate(status):
+                found.append(status)
+                return True
+        return False
+
+    collector.wait_for(seen, timeout, what)
+    return found[0]
+
+
+def embedder_version(status: dict[str, Any]) -> str:
+    return str(status["models"]["embedder"]["version"])
+
+
+def last_outcome(status: dict[str, Any]) -> str:
+    last = status["ota"].get("last") or {}
+    return str(last.get("outcome", ""))
+
+
+def test_a_new_embedder_is_swapped_in_without_a_restart_and_confirmed(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    repo = new_repo(tmp_path)
+    state = tmp_path / "state"
+    with serve(repo.path) as url:
+        env = {
+            **daemon_env(broker.port, state, "ota-dev"),
+            **ota_env(url, repo, state),
+            "APPLIANCE_OTA__INTERVAL_S": "3600",
+            "APPLIANCE_OTA__HEALTH_WINDOW_S": "3",
+            "APPLIANCE_OTA__HEALTH_MIN_FRAMES": "5",
+            "APPLIANCE_CAMERA__SOURCE": "images:demo?fps=15&seconds=3",
+        }
+        collector = Collector(broker.port, f"{TOPIC}/#")
+        daemon = start_daemon(env, log=tmp_path / "daemon.log")
+        try:
+            wait_status(collector, lambda s: embedder_version(s) == "1.0.0", 60, "the daemon online")
+            release(repo)
+            collector.publish("appliance/fleet/release", '{"hint": "new embedder"}')  # only a trigger
+            status = wait_status(collector, lambda s: embedder_version(s) == "1.1.0", 60, "the new embedder")
+            assert last_outcome(status) == "activated"
+            wait_status(
+                collector, lambda s: last_outcome(s) == "confirmed", 30, "the health window's verdict"
+            )
+            assert daemon.poll() is None  # the same process all along
+        finally:
+            daemon.terminate()
+            daemon.wait(10)
+            collector.close()
+    log = (tmp_path / "daemon.log").read_text()
+    assert "swapped in between frames" in log and "confirmed" in log
+
+
+def test_a_crash_during_the_health_window_rolls_back_at_the_next_start(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    repo = new_repo(tmp_path)
+    release(repo)
+    state = tmp_path / "state"
+    with serve(repo.path) as url:
+        env = {
+            **daemon_env(broker.port, state, "ota-dev"),
+            **ota_env(url, repo, state),
+            "APPLIANCE_OTA__HEALTH_WINDOW_S": "600",
+            "APPLIANCE_CAMERA__SOURCE": "images:demo?fps=15&seconds=3",
+        }
+        collector = Collector(broker.port, f"{TOPIC}/#")
+        first = start_daemon(env, log=tmp_path / "daemon.log")
+        wait_status(collector, lambda s: embedder_version(s) == "1.1.0", 90, "the activation")
+        first.kill()  # inside the 10-minute window
+        first.wait(10)
+        second = start_daemon(env, log=tmp_path / "daemon.log")
+        try:
+            status = wait_status(
+                collector,
+                lambda s: last_outcome(s) == "rolled_back" and embedder_version(s) == "1.0.0",
+                60,
+                "the rollback",
+            )
+            assert "health window" in status["ota"]["last"]["reason"]
+        finally:
+            second.terminate()
+            second.wait(10)
+            collector.close()
+    engine = Engine(ota_config(url, repo, state))
+    assert engine.slots.current("embedder") is None
+    assert "efficientnet-lite0-int8@1.1.0" in engine.journal.state.refused  # not taken again
+
+
+def test_frames_keep_flowing_through_a_swap(manifest: Any, photo: Any) -> None:
+    """The swap is a pointer exchange between frames: no gap longer than one detection interval, while
+    another thread loads and warms the new models."""
+
+    factory = InterpreterFactory(RuntimeConfig(device="cpu", num_threads=1))
+    ssd = build("detector", factory.load(manifest, "ssdlite-person-int8"), DetectorConfig(), EmbedderConfig())
+    emb = build(
+        "embedder", factory.load(manifest, "efficientnet-lite0-int8"), DetectorConfig(), EmbedderConfig()
+    )
+    config = PipelineConfig(detect_every=3)
+    clock = SystemClock()
+    assert isinstance(ssd, Detector) and isinstance(emb, Embedder)
+    pipeline = Pipeline(
+        ssd,
+        emb,
+        Tracker(TrackerConfig()),
+        PaceController(config, clock),
+        lambda m: m,
+        config,
+        clock,
+    )
+    image = photo("astronaut")
+
+    def swap() -> None:
+        time.sleep(0.3)
+        detector = build(
+            "detector", factory.load(manifest, "ssdlite-person-int8"), DetectorConfig(), EmbedderConfig()
+        )
+        embedder = build(
+            "embedder", factory.load(manifest, "efficientnet-lite0-int8"), DetectorConfig(), EmbedderConfig()
+        )
+        pipeline.request_swap(detector=detector, embedder=embedder)  # type: ignore[arg-type]
+
+    fps = 15.0
+    loader = threading.Thread(target=swap)
+    loader.start()
+    done: list[float] = []
+    start = time.monotonic()
+    while pipeline.counters.swaps == 0 or len(done) < 40:
+        due = start + len(done) / fps
+        time.sleep(max(0.0, due - time.monotonic()))
+        pipeline.process(Frame(image, time.time(), len(done)))
+        done.append(time.monotonic())
+        assert len(done) < 400, "the swap never happened"
+    loader.join()
+    gaps = [b - a for a, b in itertools.pairwise(done)]
+    assert max(gaps) <= config.detect_every / fps, f"a {max(gaps) * 1e3:.0f} ms gap"
