@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps run test test-provision lint typecheck pytest models bench dist clean
+.PHONY: install system-deps run release-demo test test-provision lint typecheck pytest models bench dist clean
 
 # Debian packages the tests and `make run` need: gcc builds the stub Edge TPU delegate; mosquitto is
 # the real broker the tests and the demo talk to; mosquitto-clients for mosquitto_sub; openssl for the
@@ -43,6 +43,14 @@ test: lint typecheck pytest
 # BROKER=host:port uses an existing broker; DURATION=20 stops after 20 s.
 run: install
 	deploy/demo.sh
+
+# With `make run` going: publish the demo embedder as a new signed release to the demo repository; the
+# running appliance takes it within its 30 s check interval, without a restart (docs/ota.md).
+VERSION ?= 1.1.0
+release-demo: install
+	$(BIN)/appliance-release --repo .demo-state/ota-repo --keys .demo-state/ota-keys add \
+		--manifest models/manifest.toml --model efficientnet-lite0-int8 --version $(VERSION) \
+		--channel stable --percent 100 --photo demo/coffee.png --photo demo/chelsea.png
 
 bench: install
 	$(BIN)/python -m device bench models --json

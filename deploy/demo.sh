@@ -39,6 +39,20 @@ $PY -m pricing run --host "$host" --port "$port" --catalog "$catalog" --index ex
 pids+=("$!")
 echo "demo: pricing service on the demo catalog (synthetic prices)"
 
+# A local model repository (signed with demo keys kept in .demo-state/), served over HTTP, which the
+# appliance checks every 30 s. `make release-demo VERSION=1.1.0` publishes a new embedder to it.
+# Each demo starts from the bundled models, with a fresh repository and keys (the demo catalog is
+# built with the bundled embedder; see docs/ota.md).
+repo=.demo-state/ota-repo
+rm -rf "$repo" .demo-state/ota-keys .demo-state/ota
+.venv/bin/appliance-release --repo "$repo" --keys .demo-state/ota-keys init >/dev/null
+ota_port="$($PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+$PY -m http.server --bind 127.0.0.1 --directory "$repo" "$ota_port" >/dev/null 2>&1 &
+pids+=("$!")
+export APPLIANCE_OTA__ENABLED=true APPLIANCE_OTA__REPOSITORY_URL="http://127.0.0.1:$ota_port"
+export APPLIANCE_OTA__TRUSTED_ROOT="$PWD/$repo/root.json" APPLIANCE_OTA__INTERVAL_S=30
+echo "demo: model repository on http://127.0.0.1:$ota_port (publish with: make release-demo VERSION=1.1.0)"
+
 args=(--config deploy/demo.toml run --live)
 if [ -n "${DURATION:-}" ]; then
     args+=(--duration "$DURATION")
