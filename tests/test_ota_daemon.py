@@ -4,6 +4,7 @@ health window's rollback after a crash, and frames that keep flowing through a s
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -214,3 +215,25 @@ def test_frames_keep_flowing_through_a_swap(manifest: Any, photo: Any) -> None:
     loader.join()
     gaps = [b - a for a, b in itertools.pairwise(done)]
     assert max(gaps) <= config.detect_every / fps, f"a {max(gaps) * 1e3:.0f} ms gap"
+
+
+def test_an_operator_pins_a_version_and_rolls_back_from_the_cli(tmp_path: Path) -> None:
+    repo = new_repo(tmp_path)
+    release(repo, "1.1.0")
+    release(repo, "1.2.0")
+    state = tmp_path / "state"
+    with serve(repo.path) as url:
+        env = ota_env(url, repo, state)
+        assert ota_cli(env, "pin", "embedder", "1.1.0").returncode == 0
+        checked = ota_cli(env, "check", "--json")
+        assert checked.returncode == 0, checked.stderr
+    status = json.loads(ota_cli(env, "status", "--json").stdout)
+    assert status["models"]["embedder"]["version"] == "1.1.0"  # the pin, not the newest
+    assert status["pins"] == {"embedder": "1.1.0"}
+    rolled = ota_cli(env, "rollback", "embedder")
+    assert rolled.returncode == 0 and "rolled_back" in rolled.stdout
+    status = json.loads(ota_cli(env, "status", "--json").stdout)
+    assert status["models"]["embedder"]["version"] == "1.0.0"
+    assert "efficientnet-lite0-int8@1.1.0" in status["refused"]
+    again = ota_cli(env, "rollback", "embedder")
+    assert again.returncode == 65 and "nothing to roll back to" in again.stderr

@@ -152,6 +152,7 @@ class Agent:
             current = self.engine.slots.current(kind)
             if current == self.loaded[kind]:
                 continue
+            self.engine.journal.reload()  # the CLI wrote it: its health entries are news to us
             manifest, model_id, version = self.engine.active(kind)
             model = self.engine.factory.load(manifest, model_id)
             self._swap(kind, build(kind, model, self.config.detector, self.config.embedder), version)
