@@ -226,6 +226,7 @@ class App:
     def _service(self) -> None:
         if self._status_changed.is_set():
             self._status_changed.clear()
+            self.pipeline.apply_swap()  # an OTA swap or rollback: report the models that run now
             state = self.grabber.stats
             self.notifier.status(f"camera {state.state}: {state.last_error or 'ok'}")
             if self.link.stats.connected:  # otherwise it goes out with the status on connecting

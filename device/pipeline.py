@@ -86,7 +86,7 @@ class Pipeline:
 
     def process(self, frame: Frame, pace: Pace | None = None) -> list[Track]:
         """One frame through detect (if due), track and embed. Returns the reported tracks."""
-        self._apply_swap()
+        self.apply_swap()
         pace = pace or self.pace.current()
         started = time.perf_counter()
         self.last_invoke_ms = 0.0
@@ -102,7 +102,9 @@ class Pipeline:
         self.processed.tick(self.clock.monotonic())
         return tracks
 
-    def _apply_swap(self) -> None:
+    def apply_swap(self) -> None:
+        """Take a requested swap now (the pipeline's own thread only: the frame loop, or the app before
+        it reports which models run)."""
         with self._swap_lock:
             swap, self._swap = self._swap, None
         if swap is None:

@@ -143,6 +143,7 @@ def test_a_crash_during_the_health_window_rolls_back_at_the_next_start(
             **daemon_env(broker.port, state, "ota-dev"),
             **ota_env(url, repo, state),
             "APPLIANCE_OTA__HEALTH_WINDOW_S": "600",
+            "APPLIANCE_OTA__INTERVAL_S": "5",  # the first check comes within one interval
             "APPLIANCE_CAMERA__SOURCE": "images:demo?fps=15&seconds=3",
         }
         collector = Collector(broker.port, f"{TOPIC}/#")

@@ -1,0 +1,102 @@
+"""The health window's verdicts: errors and slowdowns roll back, too little evidence keeps it open."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from device.clock import FakeClock
+from device.config import DetectorConfig, OtaConfig, PipelineConfig, TrackerConfig
+from device.ota.health import HealthWatch
+from device.pace import PaceController
+from device.pipeline import Pipeline
+from device.vision.embedder import Embedder
+from device.vision.models import make_detector
+from device.vision.runtime import LoadedModel
+from device.vision.tracker import Tracker
+
+from .broker import Mosquitto
+from .mqtt_helpers import Collector, daemon_env, start_daemon
+from .ota_helpers import new_repo, ota_env, release, serve
+from .test_ota_daemon import TOPIC, last_outcome, wait_status
+
+OTA = OtaConfig(health_window_s=60, health_min_frames=10, max_errors=3, latency_regression=1.5)
+
+
+def pipeline(load_model: Callable[[str], LoadedModel], embedder: Embedder) -> Pipeline:
+    clock = FakeClock()
+    detector = make_detector(load_model("ssdlite-person-int8"), DetectorConfig())
+    config = PipelineConfig()
+    return Pipeline(
+        detector,
+        embedder,
+        Tracker(TrackerConfig()),
+        PaceController(config, clock),
+        lambda m: m,
+        config,
+        clock,
+    )
+
+
+def test_errors_in_the_window_roll_back_at_once(load_model: Any, embedder: Embedder) -> None:
+    p = pipeline(load_model, embedder)
+    watch = HealthWatch.open("detector", "1.1.0", 0.0, p, baseline_ms=5.0)
+    p.counters.errors += 2
+    assert watch.verdict(1.0, p, OTA) is None
+    p.counters.errors += 1
+    verdict = watch.verdict(1.0, p, OTA)
+    assert verdict is not None and not verdict.healthy and "3 inference errors" in verdict.reason
+
+
+def test_no_verdict_without_enough_frames_or_time(load_model: Any, embedder: Embedder) -> None:
+    p = pipeline(load_model, embedder)
+    watch = HealthWatch.open("detector", "1.1.0", 0.0, p, baseline_ms=5.0)
+    p.counters.frames += 9
+    assert watch.verdict(120.0, p, OTA) is None  # the camera was down: no evidence, no verdict
+    p.counters.frames += 1
+    assert watch.verdict(30.0, p, OTA) is None  # the window is not over
+    p.invoke_ms["detector"].add(5.5)
+    verdict = watch.verdict(61.0, p, OTA)
+    assert verdict is not None and verdict.healthy and "10 frames, 0 errors, 5.5 ms" in verdict.reason
+
+
+def test_a_slower_model_rolls_back_at_the_end_of_the_window(load_model: Any, embedder: Embedder) -> None:
+    p = pipeline(load_model, embedder)
+    watch = HealthWatch.open("detector", "1.1.0", 0.0, p, baseline_ms=4.0)
+    p.counters.frames += 10
+    p.invoke_ms["detector"].add(6.4)
+    verdict = watch.verdict(61.0, p, OTA)
+    assert verdict is not None and not verdict.healthy
+    assert "latency regression: 6.4 ms per invoke against 4.0 ms (1.60x, limit 1.5x)" in verdict.reason
+
+
+def test_the_daemon_rolls_back_a_detector_that_is_much_slower(broker: Mosquitto, tmp_path: Path) -> None:
+    """The real thing: SSD int8 runs; CenterNet float (several times slower on this CPU) is released as
+    the next detector; its health window measures both and rolls it back."""
+    repo = new_repo(tmp_path)
+    release(repo, "2.0.0", model_id="centernet-coco-float")
+    state = tmp_path / "state"
+    with serve(repo.path) as url:
+        env = {
+            **daemon_env(broker.port, state, "ota-dev"),
+            **ota_env(url, repo, state),
+            "APPLIANCE_MODELS__DETECTOR": "ssdlite-person-int8",
+            "APPLIANCE_OTA__KINDS": '["detector"]',
+            "APPLIANCE_OTA__HEALTH_WINDOW_S": "4",
+            "APPLIANCE_OTA__INTERVAL_S": "5",  # the first check comes within one interval
+            "APPLIANCE_OTA__HEALTH_MIN_FRAMES": "10",
+            "APPLIANCE_CAMERA__SOURCE": "images:demo?fps=15&seconds=3",
+        }
+        collector = Collector(broker.port, f"{TOPIC}/#")
+        daemon = start_daemon(env, log=tmp_path / "daemon.log")
+        try:
+            status = wait_status(collector, lambda s: last_outcome(s) == "rolled_back", 90, "the rollback")
+            assert "latency regression" in status["ota"]["last"]["reason"]
+            assert status["models"]["detector"]["id"] == "ssdlite-person-int8"
+            assert daemon.poll() is None
+        finally:
+            daemon.terminate()
+            daemon.wait(10)
+            collector.close()
+    assert "centernet-coco-float 2.0.0 ready" in (tmp_path / "daemon.log").read_text()
