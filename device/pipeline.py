@@ -29,6 +29,9 @@ Sink = Callable[[ObjectMessage], ObjectMessage | None]
 STAGES = ("detect", "track", "embed", "publish")
 
 
+INVOKE_SAMPLES = 256
+
+
 @dataclass
 class _Embedded:
     box: Box
@@ -68,10 +71,13 @@ class Pipeline:
     # Milliseconds the last frame spent inside interpreter invokes (detector and embedder), so the
     # benchmark can tell inference from everything else the pipeline does.
     last_invoke_ms: float = 0.0
-    # Each model's own invoke time, reset when it is swapped: the OTA health window compares a new
-    # model's average against the one it replaced.
-    invoke_ms: dict[str, MovingAverage] = field(
-        default_factory=lambda: {"detector": MovingAverage(), "embedder": MovingAverage()}
+    # Each model's own recent invoke times, reset when it is swapped: the OTA health window compares a
+    # new model's median against the one it replaced.
+    invoke_ms: dict[str, Percentiles] = field(
+        default_factory=lambda: {
+            "detector": Percentiles(INVOKE_SAMPLES),
+            "embedder": Percentiles(INVOKE_SAMPLES),
+        }
     )
     _embedded: dict[int, _Embedded] = field(default_factory=dict)
     _tokens: float = 0.0
@@ -111,10 +117,10 @@ class Pipeline:
             return
         if swap.detector is not None:
             self.detector = swap.detector
-            self.invoke_ms["detector"] = MovingAverage()
+            self.invoke_ms["detector"] = Percentiles(INVOKE_SAMPLES)
         if swap.embedder is not None:
             self.embedder = swap.embedder
-            self.invoke_ms["embedder"] = MovingAverage()
+            self.invoke_ms["embedder"] = Percentiles(INVOKE_SAMPLES)
             self._embedded.clear()  # vectors from the old model are not comparable: embed again
         self.counters.swaps += 1
 

@@ -118,8 +118,13 @@ def test_a_new_embedder_is_swapped_in_without_a_restart_and_confirmed(
             wait_status(collector, lambda s: embedder_version(s) == "1.0.0", 60, "the daemon online")
             release(repo)
             collector.publish("appliance/fleet/release", '{"hint": "new embedder"}')  # only a trigger
-            status = wait_status(collector, lambda s: embedder_version(s) == "1.1.0", 60, "the new embedder")
-            assert last_outcome(status) == "activated"
+            # Published on activation, after the swap: the new version runs, the window is open.
+            wait_status(
+                collector,
+                lambda s: embedder_version(s) == "1.1.0" and last_outcome(s) == "activated",
+                60,
+                "the new embedder, activated",
+            )
             wait_status(
                 collector, lambda s: last_outcome(s) == "confirmed", 30, "the health window's verdict"
             )

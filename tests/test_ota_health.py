@@ -8,7 +8,7 @@ from typing import Any
 
 from device.clock import FakeClock
 from device.config import DetectorConfig, OtaConfig, PipelineConfig, TrackerConfig
-from device.ota.health import HealthWatch
+from device.ota.health import MIN_INVOKES, HealthWatch
 from device.pace import PaceController
 from device.pipeline import Pipeline
 from device.vision.embedder import Embedder
@@ -56,16 +56,32 @@ def test_no_verdict_without_enough_frames_or_time(load_model: Any, embedder: Emb
     assert watch.verdict(120.0, p, OTA) is None  # the camera was down: no evidence, no verdict
     p.counters.frames += 1
     assert watch.verdict(30.0, p, OTA) is None  # the window is not over
-    p.invoke_ms["detector"].add(5.5)
+    for _ in range(MIN_INVOKES - 1):
+        p.invoke_ms["detector"].add(5.5)
+    assert watch.verdict(61.0, p, OTA) is None  # too few invokes to time: wait for more
+    p.invoke_ms["detector"].add(90.0)  # one slow invoke does not count against a median
     verdict = watch.verdict(61.0, p, OTA)
     assert verdict is not None and verdict.healthy and "10 frames, 0 errors, 5.5 ms" in verdict.reason
+
+
+def test_a_model_too_rarely_invoked_to_time_is_judged_on_errors_after_three_windows(
+    load_model: Any, embedder: Embedder
+) -> None:
+    p = pipeline(load_model, embedder)
+    watch = HealthWatch.open("embedder", "1.1.0", 0.0, p, baseline_ms=5.0)
+    p.counters.frames += 100
+    p.invoke_ms["embedder"].add(50.0)
+    assert watch.verdict(179.0, p, OTA) is None
+    verdict = watch.verdict(181.0, p, OTA)
+    assert verdict is not None and verdict.healthy and "too few invokes to time" in verdict.reason
 
 
 def test_a_slower_model_rolls_back_at_the_end_of_the_window(load_model: Any, embedder: Embedder) -> None:
     p = pipeline(load_model, embedder)
     watch = HealthWatch.open("detector", "1.1.0", 0.0, p, baseline_ms=4.0)
     p.counters.frames += 10
-    p.invoke_ms["detector"].add(6.4)
+    for _ in range(MIN_INVOKES):
+        p.invoke_ms["detector"].add(6.4)
     verdict = watch.verdict(61.0, p, OTA)
     assert verdict is not None and not verdict.healthy
     assert "latency regression: 6.4 ms per invoke against 4.0 ms (1.60x, limit 1.5x)" in verdict.reason

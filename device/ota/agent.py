@@ -19,7 +19,7 @@ from device.clock import Clock
 from device.config import Config
 from device.errors import ApplianceError, RegistryUnavailableError, UpdateError
 from device.ota.engine import Engine
-from device.ota.health import HealthWatch
+from device.ota.health import MIN_INVOKES, HealthWatch
 from device.ota.journal import Outcome
 from device.ota.validate import build
 from device.pipeline import Pipeline
@@ -134,7 +134,8 @@ class Agent:
         self.on_change()
 
     def _swap(self, kind: str, adapter: Detector | Embedder, version: str) -> None:
-        baseline = self.pipeline.invoke_ms[kind].value
+        old = self.pipeline.invoke_ms[kind]
+        baseline = old.get(50) if len(old) >= MIN_INVOKES else None
         if isinstance(adapter, Embedder):
             self.pipeline.request_swap(embedder=adapter)
         else:

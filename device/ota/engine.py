@@ -7,9 +7,7 @@ journal before it starts; `recover()` cleans up after a step that a crash interr
 
 from __future__ import annotations
 
-import errno
 import fcntl
-import hashlib
 import logging
 import shutil
 import time
@@ -18,21 +16,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuf.api import exceptions as tuf_errors
-from tuf.ngclient import Updater, UpdaterConfig
+from tuf.ngclient import Updater
 
 from device import __version__
 from device.config import Config
-from device.errors import ModelError, RegistryUnavailableError, UpdateError
-from device.ota import faults
-from device.ota.fetcher import Progress, ResumingFetcher
+from device.errors import ModelError, UpdateError
+from device.ota import faults, remote
+from device.ota.fetcher import Progress
 from device.ota.index import read_index
 from device.ota.journal import Health, Journal, Outcome
 from device.ota.release import ReleaseInfo, version_key
 from device.ota.select import Device, Wanted, choose
-from device.ota.slots import Slots, write_manifest
+from device.ota.slots import Slots, entries_for, write_manifest
 from device.ota.validate import INPUTS_FILE, Validated, validate
-from device.vision.manifest import Manifest, ModelEntry
+from device.vision.manifest import Manifest
 from device.vision.runtime import InterpreterFactory
 
 log = logging.getLogger(__name__)
@@ -174,37 +171,7 @@ class Engine:
         return outcomes, activations
 
     def _refresh(self) -> Updater:
-        metadata = self.root / "metadata"
-        metadata.mkdir(parents=True, exist_ok=True)
-        bootstrap = None
-        if not (metadata / "root.json").exists():
-            assert self.ota.trusted_root is not None  # the config validator requires it when enabled
-            try:
-                bootstrap = self.ota.trusted_root.read_bytes()
-            except OSError as exc:
-                raise UpdateError(
-                    f"trusted root {self.ota.trusted_root} is unreadable: {exc.strerror}"
-                ) from None
-        base = self.ota.repository_url.rstrip("/")
-        fetcher = ResumingFetcher(
-            self.staging, f"{base}/targets/", self.ota.timeout_s, f"appliance/{__version__}", self.progress
-        )
-        try:
-            updater = Updater(
-                str(metadata),
-                f"{base}/metadata/",
-                str(self.staging),
-                f"{base}/targets/",
-                fetcher,
-                UpdaterConfig(app_user_agent=f"appliance/{__version__}"),
-                bootstrap=bootstrap,
-            )
-            updater.refresh()
-        except tuf_errors.DownloadError as exc:
-            raise RegistryUnavailableError(f"model repository {base} is unreachable: {exc}") from None
-        except (tuf_errors.RepositoryError, ValueError) as exc:
-            raise UpdateError(f"repository metadata refused ({type(exc).__name__}): {exc}") from None
-        return updater
+        return remote.refresh(self.ota, self.root / "metadata", self.staging, self.progress)
 
     def _check_kind(
         self, updater: Updater, releases: dict[str, ReleaseInfo], kind: str, running: bool
@@ -257,7 +224,12 @@ class Engine:
             files["labels"] = release.labels
         if release.cpu_twin:
             files["cpu_twin"] = release.cpu_twin
-        local = {role: self._download(updater, path, workdir, role) for role, path in files.items()}
+        local = {
+            role: remote.download(
+                updater, path, workdir / (INPUTS_FILE if role == INPUTS_FILE else Path(path).name), self.ota
+            )
+            for role, path in files.items()
+        }
         self.journal.begin("verify", release.kind, release.version)
         faults.checkpoint("verify")
         write_manifest(workdir, entries_for(release, local))
@@ -266,28 +238,6 @@ class Engine:
         faults.checkpoint("stage")
         self.slots.stage(release.kind, release.version, workdir)
         return validated
-
-    def _download(self, updater: Updater, path: str, workdir: Path, role: str) -> Path:
-        info = updater.get_targetinfo(path)
-        if info is None:
-            raise UpdateError(f"target {path!r} is not in the signed targets metadata")
-        if info.length > self.ota.max_target_bytes:
-            raise UpdateError(
-                f"target {path!r} is {info.length} bytes, over ota.max_target_bytes "
-                f"({self.ota.max_target_bytes}); refused before downloading"
-            )
-        name = INPUTS_FILE if role == INPUTS_FILE else Path(path).name
-        local = workdir / name
-        try:
-            updater.download_target(info, str(local))
-        except tuf_errors.LengthOrHashMismatchError as exc:
-            raise UpdateError(f"target {path!r} does not match its signed hash and length: {exc}") from None
-        except tuf_errors.DownloadError as exc:
-            raise UpdateError(f"download of {path!r} failed, will resume at the next check: {exc}") from None
-        except OSError as exc:
-            why = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror
-            raise UpdateError(f"download of {path!r} aborted and removed: {why}") from None
-        return local
 
     def _activate(self, kind: str, validated: Validated, running: bool) -> None:
         version = validated.release.version
@@ -334,39 +284,3 @@ class Engine:
             return f"{entry.id}@{entry.version}"
         except ModelError:
             return f"{kind}@{version}"
-
-
-def entries_for(release: ReleaseInfo, local: dict[str, Path]) -> list[ModelEntry]:
-    """Manifest entries for the staged files: the release itself, then its CPU twin if it has one."""
-    spec = release.spec
-    common = {
-        "version": release.version,
-        "kind": release.kind,
-        "adapter": spec.adapter,
-        "resize": spec.resize,
-        "input": spec.input,
-        "outputs": spec.outputs,
-        "source": spec.source,
-        "licence": spec.licence,
-        "description": spec.description,
-        "labels": local.get("labels"),
-    }
-    twin_id = f"{release.model_id}-cpu-twin" if "cpu_twin" in local else None
-    entries = [
-        ModelEntry(
-            id=release.model_id,
-            file=local["model"],
-            sha256=_sha256(local["model"]),
-            cpu_twin=twin_id,
-            **common,
-        )
-    ]
-    if twin_id is not None:
-        entries.append(
-            ModelEntry(id=twin_id, file=local["cpu_twin"], sha256=_sha256(local["cpu_twin"]), **common)
-        )
-    return entries
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,9 +1,12 @@
 """The health window after an activation: the new model must run as well as the one it replaced.
 
 It rolls back when, within `health_window_s`, inference raises `max_errors` times, or when at its end
-the new model's mean invoke time is over `latency_regression` times the old one's. A window that has
-not seen `health_min_frames` frames (the camera was down, the device paused) stays open: no verdict
-without evidence. A crash during the window is judged at the next start (device.ota.engine).
+the new model's median invoke time is over `latency_regression` times the old one's. Medians of at
+least MIN_INVOKES invokes on each side: a mean of a handful is noise (the first invokes of a new
+interpreter are slow, and a busy CPU makes any one invoke slow). A window that has not seen
+`health_min_frames` frames (the camera was down, the device paused) stays open: no verdict without
+evidence. An embedder with too few objects to time gets three windows, then is judged on errors alone.
+A crash during the window is judged at the next start (device.ota.engine).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from dataclasses import dataclass
 
 from device.config import OtaConfig
 from device.pipeline import Pipeline
+
+MIN_INVOKES = 20
 
 
 @dataclass
@@ -41,9 +46,13 @@ class HealthWatch:
         if errors >= config.max_errors:
             return Verdict(False, f"{errors} inference errors in the health window")
         frames = pipeline.counters.frames - self.frames0
-        if now - self.started < config.health_window_s or frames < config.health_min_frames:
+        elapsed = now - self.started
+        if elapsed < config.health_window_s or frames < config.health_min_frames:
             return None
-        latency = pipeline.invoke_ms[self.kind].value
+        samples = pipeline.invoke_ms[self.kind]
+        if len(samples) < MIN_INVOKES and elapsed < 3 * config.health_window_s:
+            return None
+        latency = samples.get(50) if len(samples) >= MIN_INVOKES else None
         if latency is not None and self.baseline_ms:
             ratio = latency / self.baseline_ms
             if ratio > config.latency_regression:
@@ -52,5 +61,5 @@ class HealthWatch:
                     f"latency regression: {latency:.1f} ms per invoke against {self.baseline_ms:.1f} ms "
                     f"({ratio:.2f}x, limit {config.latency_regression}x)",
                 )
-        measured = "no invokes to time" if latency is None else f"{latency:.1f} ms per invoke"
+        measured = "too few invokes to time" if latency is None else f"{latency:.1f} ms per invoke"
         return Verdict(True, f"{frames} frames, {errors} errors, {measured}")

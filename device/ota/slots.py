@@ -12,12 +12,14 @@ directory, so a power cut leaves either the old link or the new one, never a mis
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
 
 from device.errors import ModelError
+from device.ota.release import ReleaseInfo
 from device.vision.manifest import Manifest, ModelEntry
 
 ENTRY_FILE = "manifest.json"
@@ -123,6 +125,42 @@ def read_manifest(path: Path) -> tuple[Manifest, ModelEntry]:
         for e in entries
     )
     return Manifest(path, resolved), resolved[0]
+
+
+def entries_for(release: ReleaseInfo, local: dict[str, Path]) -> list[ModelEntry]:
+    """Manifest entries for the staged files: the release itself, then its CPU twin if it has one."""
+    spec = release.spec
+    common = {
+        "version": release.version,
+        "kind": release.kind,
+        "adapter": spec.adapter,
+        "resize": spec.resize,
+        "input": spec.input,
+        "outputs": spec.outputs,
+        "source": spec.source,
+        "licence": spec.licence,
+        "description": spec.description,
+        "labels": local.get("labels"),
+    }
+    twin_id = f"{release.model_id}-cpu-twin" if "cpu_twin" in local else None
+    entries = [
+        ModelEntry(
+            id=release.model_id,
+            file=local["model"],
+            sha256=_sha256(local["model"]),
+            cpu_twin=twin_id,
+            **common,
+        )
+    ]
+    if twin_id is not None:
+        entries.append(
+            ModelEntry(id=twin_id, file=local["cpu_twin"], sha256=_sha256(local["cpu_twin"]), **common)
+        )
+    return entries
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _fsync_dir(directory: Path) -> None:
