@@ -3,8 +3,10 @@
 # repair or update. docs/flash-and-boot.md walks through it.
 #
 #   sudo deploy/provision.sh --device-id shop-7-cam-1 --broker mqtts://broker.site.lan:8883 \
-#        --ca ca.crt --cert shop-7-cam-1.crt --key shop-7-cam-1.key [--tpu] [--dry-run]
+#        --ca ca.crt --cert shop-7-cam-1.crt --key shop-7-cam-1.key [--tpu] [--dry-run] \
+#        [--ota-url https://models.site.lan/appliance --ota-root root.json [--ota-channel stable]]
 #
+# --ota-url and --ota-root turn on signed model updates (docs/ota.md); root.json is the repository's.
 # --dry-run prints every action instead of doing it. --platform pi|debian overrides the detection.
 # --no-start enables the service for the next boot without starting it (chroots, image builds).
 set -euo pipefail
@@ -18,6 +20,7 @@ CORAL_REPO="deb [signed-by=/usr/share/keyrings/coral-edgetpu.gpg] https://packag
 CORAL_KEY_URL="https://packages.cloud.google.com/apt/doc/apt-key.gpg"
 
 dry_run=0 tpu=0 start=1 platform="" device_id="" broker="" ca="" cert="" key=""
+ota_url="" ota_root="" ota_channel=stable
 
 die() { echo "provision: $*" >&2; exit 64; }
 
@@ -32,7 +35,10 @@ while [ $# -gt 0 ]; do
     --ca) ca=$2; shift ;;
     --cert) cert=$2; shift ;;
     --key) key=$2; shift ;;
-    -h | --help) sed -n '2,9p' "$0"; exit 0 ;;
+    --ota-url) ota_url=$2; shift ;;
+    --ota-root) ota_root=$2; shift ;;
+    --ota-channel) ota_channel=$2; shift ;;
+    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
     esac
     shift
@@ -49,6 +55,12 @@ if [ "$tls" = true ]; then
         [ -n "$f" ] || die "mqtts needs --ca, --cert and --key"
         [ "$dry_run" = 1 ] || [ -r "$f" ] || die "cannot read $f"
     done
+fi
+if [ -n "$ota_url$ota_root" ]; then
+    [[ $ota_url =~ ^https?://[^[:space:]]+$ ]] || die "--ota-url must be http(s)://HOST/PATH of the model repository"
+    [ -n "$ota_root" ] || die "--ota-url needs --ota-root (the repository's root.json)"
+    [ "$dry_run" = 1 ] || [ -r "$ota_root" ] || die "cannot read $ota_root"
+    [[ $ota_channel =~ ^[a-z0-9][a-z0-9-]{0,31}$ ]] || die "--ota-channel must be lower-case letters, digits or -"
 fi
 if [ -z "$platform" ]; then
     platform=debian
@@ -111,6 +123,16 @@ if [ "$tls" = true ]; then
     run install -D -m 0644 "$cert" "$ETC/certs/device.crt"
     run install -D -m 0640 -g "$USER_NAME" "$key" "$ETC/certs/device.key"
 fi
+ota_lines=""
+if [ -n "$ota_url" ]; then
+    run install -D -m 0644 "$ota_root" "$ETC/ota-root.json"
+    ota_lines="
+[ota]
+enabled = true
+repository_url = \"$ota_url\"
+trusted_root = \"$ETC/ota-root.json\"
+channel = \"$ota_channel\""
+fi
 camera="images:$PREFIX/src/demo?fps=15"
 [ "$platform" = pi ] && camera=picamera2
 tls_lines=""
@@ -133,6 +155,7 @@ source = "$camera"
 host = "$broker_host"
 port = $broker_port
 $tls_lines
+$ota_lines
 CONFIG
 run "$PREFIX/.venv/bin/appliance" config check "$ETC/config.toml"
 # So that an operator's `appliance detect ...` or `appliance tpus` in a shell uses the same config.

@@ -119,9 +119,38 @@ def test_dry_run_on_plain_debian_without_a_tpu() -> None:
     )
 
 
+def test_dry_run_with_signed_model_updates(tmp_path: Path) -> None:
+    root = tmp_path / "root.json"
+    root.write_text("{}")  # only installed here; the device verifies it when it first checks
+    result = provision(
+        "--platform",
+        "debian",
+        *ARGS,
+        "--ota-url",
+        "https://models.site.lan/appliance",
+        "--ota-root",
+        str(root),
+        "--ota-channel",
+        "beta",
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"install -D -m 0644 {root} /etc/appliance/ota-root.json" in result.stdout
+    config = written(result.stdout, "/etc/appliance/config.toml")
+    assert 'repository_url = "https://models.site.lan/appliance"' in config and 'channel = "beta"' in config
+    (tmp_path / "config.toml").write_text(config)
+    checked = appliance("config", "check", "--json", str(tmp_path / "config.toml"))
+    assert checked.returncode == 0, checked.stderr
+    assert '"enabled": true' in checked.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "error"),
     [
+        (["--device-id", "d1", "--broker", "mqtt://b", "--ota-url", "https://m/r"], "needs --ota-root"),
+        (
+            ["--device-id", "d1", "--broker", "mqtt://b", "--ota-url", "ftp://m", "--ota-root", "r"],
+            "--ota-url",
+        ),
         (["--broker", "mqtt://b"], "--device-id"),
         (["--device-id", "bad id", "--broker", "mqtt://b"], "--device-id"),
         (["--device-id", "d1", "--broker", "http://b"], "--broker"),

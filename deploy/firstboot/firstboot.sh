@@ -9,8 +9,10 @@ echo "firstboot: $(date -Is)"
 . "$BOOT/appliance.env"
 tpu=()
 [ "${TPU:-0}" = 1 ] && tpu=(--tpu)
+ota=()
+[ -n "${OTA_URL:-}" ] && ota=(--ota-url "$OTA_URL" --ota-root "$BOOT/ota-root.json" --ota-channel "${OTA_CHANNEL:-stable}")
 /opt/appliance/release/deploy/provision.sh --device-id "$DEVICE_ID" --broker "$BROKER" \
-    --ca "$BOOT/ca.crt" --cert "$BOOT/device.crt" --key "$BOOT/device.key" "${tpu[@]}"
+    --ca "$BOOT/ca.crt" --cert "$BOOT/device.crt" --key "$BOOT/device.key" "${tpu[@]}" "${ota[@]}"
 # The private key has been installed for the appliance user only; do not leave a copy on the FAT partition.
 shred -u "$BOOT/device.key"
 echo "firstboot: done"
