@@ -55,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("version", nargs="?", help="for pin: the version (leave out to clear the pin)")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("bench", help="benchmarks")
+    _add_bench(sub.add_parser("bench", help="benchmarks"))
+    return parser
+
+
+def _add_bench(p: argparse.ArgumentParser) -> None:
     bench_sub = p.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
     models = bench_sub.add_parser("models", help="per-model invoke, preprocess and decode latency")
     models.add_argument("--json", action="store_true")
@@ -67,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     outbox.add_argument("--json", action="store_true")
     outbox.add_argument("--messages", type=int, default=20_000)
     outbox.add_argument("--backlog", type=int, default=100_000)
+    ota = bench_sub.add_parser("ota", help="verified download vs plain GET; a whole check; swap frame gap")
+    ota.add_argument("--json", action="store_true")
+    ota.add_argument("--rounds", type=int, default=6)
     pipeline = bench_sub.add_parser(
         "pipeline", help="pipeline fps against the bare interpreters, side by side"
     )
@@ -75,7 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument(
         "--soak-seconds", type=float, default=0.0, help="also run paced this long; report RSS"
     )
-    return parser
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -101,7 +107,7 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def _dispatch_vision(args: argparse.Namespace) -> int:
-    if args.command == "bench" and args.bench_command in ("thermal", "outbox"):
+    if args.command == "bench" and args.bench_command in ("thermal", "outbox", "ota"):
         return _dispatch_standalone_bench(args)
     if args.command == "run":
         from device.commands.run import run
@@ -126,6 +132,10 @@ def _dispatch_vision(args: argparse.Namespace) -> int:
 
 def _dispatch_standalone_bench(args: argparse.Namespace) -> int:
     """Benchmarks that need no models or config."""
+    if args.bench_command == "ota":
+        from device.commands.bench_ota import bench_ota
+
+        return bench_ota(args.rounds, args.json)
     if args.bench_command == "thermal":
         from device.commands.bench_thermal import bench_thermal
 

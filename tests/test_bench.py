@@ -31,3 +31,19 @@ def test_bench_pipeline_reports_every_figure() -> None:
     assert report["message"]["bytes"] == 1373 and report["message"]["jpeg_over_message"] > 1
     assert report["non_inference_ms"]["median"] > 0
     assert len(report["checks"]) == 4
+
+
+def test_bench_ota_reports_download_check_and_swap_figures() -> None:
+    result = appliance("bench", "ota", "--rounds", "2", "--json", env=CPU, timeout=300)
+    assert result.returncode in (0, 1), result.stderr
+    report = json.loads(result.stdout)
+    assert report["target_bytes"] > 5_000_000  # the embedder, really downloaded and verified
+    assert report["verified_download"]["ms"] > report["plain_get"]["ms"] > 0
+    assert report["whole_check_ms"] > report["verified_download"]["ms"]
+    gaps = report["frame_gap_ms"]
+    assert gaps["with_swap"] > 0 and gaps["without_swap"] > 0 and gaps["detection_interval"] == 200.0
+    assert [c["check"].split(",")[0] for c in report["checks"]] == [
+        "verified download overhead over plain GET",
+        "longest frame gap with a swap",
+        "longest frame gap",
+    ]
