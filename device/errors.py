@@ -14,6 +14,7 @@ EX_DATAERR = 65
 EX_NOINPUT = 66
 EX_UNAVAILABLE = 69
 EX_CONFIG = 78
+EX_TEMPFAIL = 75
 
 
 class ApplianceError(Exception):
@@ -72,6 +73,12 @@ class UpdateError(ApplianceError):
     invalid model. The running model is untouched."""
 
     exit_code = EX_DATAERR
+
+
+class UpdateBusyError(UpdateError):
+    """Another updater (the daemon or `appliance ota`) holds the lock; try again shortly."""
+
+    exit_code = EX_TEMPFAIL
 
 
 class RegistryUnavailableError(ApplianceError):

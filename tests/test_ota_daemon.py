@@ -243,3 +243,15 @@ def test_an_operator_pins_a_version_and_rolls_back_from_the_cli(tmp_path: Path) 
     assert "efficientnet-lite0-int8@1.1.0" in status["refused"]
     again = ota_cli(env, "rollback", "embedder")
     assert again.returncode == 65 and "nothing to roll back to" in again.stderr
+
+
+def test_two_updaters_never_run_at_once(tmp_path: Path) -> None:
+    repo = new_repo(tmp_path)
+    release(repo)
+    state = tmp_path / "state"
+    with serve(repo.path) as url:
+        env = ota_env(url, repo, state)
+        with Engine(ota_config(url, repo, state)).locked():  # as the daemon's agent holds it mid-check
+            busy = ota_cli(env, "check")
+        assert busy.returncode == 75 and "another update is in progress" in busy.stderr
+        assert ota_cli(env, "check").returncode == 0  # and once it is free, the check runs

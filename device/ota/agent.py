@@ -17,7 +17,7 @@ from typing import Any
 
 from device.clock import Clock
 from device.config import Config
-from device.errors import ApplianceError, RegistryUnavailableError, UpdateError
+from device.errors import ApplianceError, RegistryUnavailableError, UpdateBusyError, UpdateError
 from device.ota.engine import Engine
 from device.ota.health import MIN_INVOKES, HealthWatch
 from device.ota.journal import Outcome
@@ -29,6 +29,7 @@ from device.vision.embedder import Embedder
 log = logging.getLogger(__name__)
 
 MIN_TRIGGER_GAP_S = 10.0  # a burst of notices or commands costs one check
+BUSY_RETRY_S = 5.0  # `appliance ota` held the lock
 
 
 class Agent:
@@ -99,8 +100,8 @@ class Agent:
                 return
             try:
                 if woken or self.clock.monotonic() >= next_check:
-                    self._check()
-                    next_check = self.clock.monotonic() + self._interval()
+                    done = self._check()
+                    next_check = self.clock.monotonic() + (self._interval() if done else BUSY_RETRY_S)
                 self._follow_slots()
                 self._watch()
             except Exception:  # the updater must never take the daemon down
@@ -109,28 +110,37 @@ class Agent:
     def _interval(self) -> float:
         return self.ota.interval_s * random.uniform(1 - self.ota.jitter, 1 + self.ota.jitter)
 
-    def _check(self) -> None:
+    def _check(self) -> bool:
+        """One check; False if `appliance ota` held the lock and it should be tried again soon."""
         self.state = "checking"
         try:
             outcomes, activations = self.engine.check(running=True)
             self.last_error = ""
+        except UpdateBusyError as exc:
+            log.info("OTA check postponed: %s", exc)
+            return False
         except RegistryUnavailableError as exc:
             self._failed("unavailable", str(exc), logging.WARNING)
-            return
+            return True
         except (UpdateError, ApplianceError) as exc:
             self._failed("rejected", str(exc), logging.ERROR)
-            return
+            return True
         finally:
             self.state = "idle"
         for activation in activations:
             self._swap(activation.kind, activation.validated.adapter, activation.validated.release.version)
         if activations or any(o.outcome in ("rejected", "rolled_back") for o in outcomes):
             self.on_change()
+        return True
 
     def _failed(self, outcome: str, reason: str, level: int) -> None:
         log.log(level, "OTA check failed; the current models keep running: %s", reason)
         self.last_error = reason
-        self.engine.journal.record(Outcome(outcome=outcome, reason=reason, at=self.clock.time()))
+        try:
+            with self.engine.locked():  # never over a pin `appliance ota` is writing
+                self.engine.journal.record(Outcome(outcome=outcome, reason=reason, at=self.clock.time()))
+        except UpdateBusyError:
+            pass  # the status still shows the error; the journal gets the next one
         self.on_change()
 
     def _swap(self, kind: str, adapter: Detector | Embedder, version: str) -> None:
@@ -158,7 +168,10 @@ class Agent:
             model = self.engine.factory.load(manifest, model_id)
             self._swap(kind, build(kind, model, self.config.detector, self.config.embedder), version)
             if kind in self.engine.journal.state.health:
-                self.engine.start_window(kind)
+                try:
+                    self.engine.start_window(kind)
+                except UpdateBusyError:  # the window runs anyway; only a crash in it would go unjudged
+                    log.warning("OTA: could not mark the %s health window as running", kind)
             self.on_change()
 
     def _watch(self) -> None:
@@ -173,7 +186,7 @@ class Agent:
                         log.info("OTA: %s %s confirmed: %s", kind, window.version, verdict.reason)
                     else:
                         self.engine.rollback(kind, verdict.reason)
-            except UpdateError:
+            except UpdateBusyError:
                 continue  # `appliance ota` holds the lock: judge again in a second
             del self.windows[kind]
             if not verdict.healthy:

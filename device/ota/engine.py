@@ -20,7 +20,7 @@ from tuf.ngclient import Updater
 
 from device import __version__
 from device.config import Config
-from device.errors import ModelError, UpdateError
+from device.errors import ModelError, UpdateBusyError, UpdateError
 from device.ota import faults, remote
 from device.ota.fetcher import Progress
 from device.ota.index import read_index
@@ -65,7 +65,9 @@ class Engine:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise UpdateError("another update is in progress (the daemon or `appliance ota`)") from None
+                raise UpdateBusyError(
+                    "another update is in progress (the daemon or `appliance ota`); try again shortly"
+                ) from None
             self.journal.reload()
             yield
 
