@@ -22,6 +22,7 @@ from device.clock import Clock, SystemClock
 from device.config import Config
 from device.control import Control
 from device.errors import ModelError
+from device.failover import TpuFailover
 from device.link.drain import Drainer
 from device.link.mqtt import Link
 from device.link.outbox import Outbox
@@ -92,6 +93,7 @@ class App:
             if config.ota.enabled
             else None
         )
+        self.failover = TpuFailover(config, self.ota_engine, self.pipeline, self._status_changed.set)
         self.control = Control(self.topics, self.pace, self._on_quote, self._ota_check)
         self._stored_at: dict[int, float] = {}  # seq -> when stored, for the quote round trip
         self._stored_lock = threading.Lock()
@@ -224,6 +226,8 @@ class App:
             self._pinged_at = now
 
     def _service(self) -> None:
+        if self.governor is not None:
+            self.failover.poll(self.governor.readings)
         if self._status_changed.is_set():
             self._status_changed.clear()
             self.pipeline.apply_swap()  # an OTA swap or rollback: report the models that run now
