@@ -18,6 +18,7 @@ from release.repository import Repository
 from device.config import Config, load_config
 
 from .conftest import DATA, MODELS
+from .mqtt_helpers import daemon_env
 
 EMBEDDER = "efficientnet-lite0-int8"
 PHOTOS = [DATA / "coffee.png", DATA / "chelsea.png"]
@@ -111,6 +112,16 @@ def ota_env(url: str, repo: Repository, state: Path, **extra: str) -> dict[str, 
         "APPLIANCE_OTA__REPOSITORY_URL": url,
         "APPLIANCE_OTA__TRUSTED_ROOT": str(repo.path / "root.json"),
         "APPLIANCE_OTA__KINDS": '["embedder"]',
+        **extra,
+    }
+
+
+def ota_daemon_env(port: int, url: str, repo: Repository, state: Path, **extra: str) -> dict[str, str]:
+    """The real daemon on the test broker, the demo photos at 15 fps, and OTA from `url`."""
+    return {
+        **daemon_env(port, state, "ota-dev"),
+        **ota_env(url, repo, state),
+        "APPLIANCE_CAMERA__SOURCE": "images:demo?fps=15&seconds=3",
         **extra,
     }
 

@@ -28,20 +28,29 @@ def online(collector: Collector, predicate: Any, timeout: float, what: str) -> d
     return found[0]
 
 
-def test_a_tpu_that_fails_at_run_time_moves_the_models_to_the_cpu(
-    broker: Mosquitto, stub_delegate: Path, tmp_path: Path
-) -> None:
+def on_a_pcie_tpu(
+    port: int, stub_delegate: Path, tmp_path: Path, **extra: str
+) -> tuple[dict[str, str], Path]:
+    """The daemon's environment on the stub TPU, and the apex temperature file it reads (52 °C now)."""
     temp = tmp_path / "sys" / "class" / "apex" / "apex_0" / "temp"
     temp.parent.mkdir(parents=True)
     temp.write_text("52000\n")
     env = {
-        **daemon_env(broker.port, tmp_path / "state", "tpu-dev"),
+        **daemon_env(port, tmp_path / "state", "tpu-dev"),
         "APPLIANCE_RUNTIME__DEVICE": "pci",
         "APPLIANCE_RUNTIME__DELEGATE_LIBRARY": str(stub_delegate),
         "APPLIANCE_GOVERNOR__SYSFS_ROOT": str(tmp_path / "sys"),
         "APPLIANCE_GOVERNOR__INTERVAL_S": "0.5",
         "STUB_DELEGATE_LOG": str(tmp_path / "delegate.log"),
+        **extra,
     }
+    return env, temp
+
+
+def test_a_tpu_that_fails_at_run_time_moves_the_models_to_the_cpu(
+    broker: Mosquitto, stub_delegate: Path, tmp_path: Path
+) -> None:
+    env, temp = on_a_pcie_tpu(broker.port, stub_delegate, tmp_path)
     collector = Collector(broker.port, f"{TOPIC}/#")
     daemon = start_daemon(env, log=tmp_path / "daemon.log")
     try:
@@ -67,18 +76,7 @@ def test_a_tpu_that_fails_at_run_time_moves_the_models_to_the_cpu(
 def test_with_fallback_fail_the_daemon_stops_and_says_why(
     broker: Mosquitto, stub_delegate: Path, tmp_path: Path
 ) -> None:
-    temp = tmp_path / "sys" / "class" / "apex" / "apex_0" / "temp"
-    temp.parent.mkdir(parents=True)
-    temp.write_text("52000\n")
-    env = {
-        **daemon_env(broker.port, tmp_path / "state", "tpu-dev"),
-        "APPLIANCE_RUNTIME__DEVICE": "pci",
-        "APPLIANCE_RUNTIME__FALLBACK": "fail",
-        "APPLIANCE_RUNTIME__DELEGATE_LIBRARY": str(stub_delegate),
-        "APPLIANCE_GOVERNOR__SYSFS_ROOT": str(tmp_path / "sys"),
-        "APPLIANCE_GOVERNOR__INTERVAL_S": "0.5",
-        "STUB_DELEGATE_LOG": str(tmp_path / "delegate.log"),
-    }
+    env, temp = on_a_pcie_tpu(broker.port, stub_delegate, tmp_path, APPLIANCE_RUNTIME__FALLBACK="fail")
     collector = Collector(broker.port, f"{TOPIC}/#")
     daemon = start_daemon(env, log=tmp_path / "daemon.log")
     try:

@@ -30,8 +30,8 @@ from device.vision.tracker import Tracker
 
 from .broker import Mosquitto
 from .conftest import ROOT
-from .mqtt_helpers import Collector, daemon_env, start_daemon
-from .ota_helpers import new_repo, ota_config, ota_env, release, serve
+from .mqtt_helpers import Collector, start_daemon
+from .ota_helpers import new_repo, ota_config, ota_daemon_env, ota_env, release, serve
 
 TOPIC = "appliance/ota-dev"
 
@@ -104,14 +104,15 @@ def test_a_new_embedder_is_swapped_in_without_a_restart_and_confirmed(
     repo = new_repo(tmp_path)
     state = tmp_path / "state"
     with serve(repo.path) as url:
-        env = {
-            **daemon_env(broker.port, state, "ota-dev"),
-            **ota_env(url, repo, state),
-            "APPLIANCE_OTA__INTERVAL_S": "3600",
-            "APPLIANCE_OTA__HEALTH_WINDOW_S": "3",
-            "APPLIANCE_OTA__HEALTH_MIN_FRAMES": "5",
-            "APPLIANCE_CAMERA__SOURCE": "images:demo?fps=15&seconds=3",
-        }
+        env = ota_daemon_env(
+            broker.port,
+            url,
+            repo,
+            state,
+            APPLIANCE_OTA__INTERVAL_S="3600",
+            APPLIANCE_OTA__HEALTH_WINDOW_S="3",
+            APPLIANCE_OTA__HEALTH_MIN_FRAMES="5",
+        )
         collector = Collector(broker.port, f"{TOPIC}/#")
         daemon = start_daemon(env, log=tmp_path / "daemon.log")
         try:
@@ -144,13 +145,14 @@ def test_a_crash_during_the_health_window_rolls_back_at_the_next_start(
     release(repo)
     state = tmp_path / "state"
     with serve(repo.path) as url:
-        env = {
-            **daemon_env(broker.port, state, "ota-dev"),
-            **ota_env(url, repo, state),
-            "APPLIANCE_OTA__HEALTH_WINDOW_S": "600",
-            "APPLIANCE_OTA__INTERVAL_S": "5",  # the first check comes within one interval
-            "APPLIANCE_CAMERA__SOURCE": "images:demo?fps=15&seconds=3",
-        }
+        env = ota_daemon_env(
+            broker.port,
+            url,
+            repo,
+            state,
+            APPLIANCE_OTA__HEALTH_WINDOW_S="600",
+            APPLIANCE_OTA__INTERVAL_S="5",  # the first check comes within one interval
+        )
         collector = Collector(broker.port, f"{TOPIC}/#")
         first = start_daemon(env, log=tmp_path / "daemon.log")
         wait_status(collector, lambda s: embedder_version(s) == "1.1.0", 90, "the activation")

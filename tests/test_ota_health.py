@@ -17,8 +17,8 @@ from device.vision.runtime import LoadedModel
 from device.vision.tracker import Tracker
 
 from .broker import Mosquitto
-from .mqtt_helpers import Collector, daemon_env, start_daemon
-from .ota_helpers import new_repo, ota_env, release, serve
+from .mqtt_helpers import Collector, start_daemon
+from .ota_helpers import new_repo, ota_daemon_env, release, serve
 from .test_ota_daemon import TOPIC, last_outcome, wait_status
 
 OTA = OtaConfig(health_window_s=60, health_min_frames=10, max_errors=3, latency_regression=1.5)
@@ -94,16 +94,17 @@ def test_the_daemon_rolls_back_a_detector_that_is_much_slower(broker: Mosquitto,
     release(repo, "2.0.0", model_id="centernet-coco-float")
     state = tmp_path / "state"
     with serve(repo.path) as url:
-        env = {
-            **daemon_env(broker.port, state, "ota-dev"),
-            **ota_env(url, repo, state),
-            "APPLIANCE_MODELS__DETECTOR": "ssdlite-person-int8",
-            "APPLIANCE_OTA__KINDS": '["detector"]',
-            "APPLIANCE_OTA__HEALTH_WINDOW_S": "4",
-            "APPLIANCE_OTA__INTERVAL_S": "5",  # the first check comes within one interval
-            "APPLIANCE_OTA__HEALTH_MIN_FRAMES": "10",
-            "APPLIANCE_CAMERA__SOURCE": "images:demo?fps=15&seconds=3",
-        }
+        env = ota_daemon_env(
+            broker.port,
+            url,
+            repo,
+            state,
+            APPLIANCE_MODELS__DETECTOR="ssdlite-person-int8",
+            APPLIANCE_OTA__KINDS='["detector"]',
+            APPLIANCE_OTA__HEALTH_WINDOW_S="4",
+            APPLIANCE_OTA__INTERVAL_S="5",  # the first check comes within one interval
+            APPLIANCE_OTA__HEALTH_MIN_FRAMES="10",
+        )
         collector = Collector(broker.port, f"{TOPIC}/#")
         daemon = start_daemon(env, log=tmp_path / "daemon.log")
         try:
