@@ -103,7 +103,7 @@ class App:
         self._failing = 0  # consecutive frames that raised
         self._control_thread = threading.Thread(target=self._control_loop, name="control", daemon=True)
         self.telemetry = Telemetry(
-            config.device_id, self.clock, self.pipeline, self.grabber, self.link, self.governor
+            config.device_id, self.clock, self.pipeline, self.grabber, self.link, self.governor, self._ota
         )
 
     def _load_model(self, kind: str) -> LoadedModel:
@@ -131,8 +131,11 @@ class App:
             "version": __version__,
             "models": models_status(self.pipeline),
             "camera": self.grabber.stats.state,
-            "ota": self.agent.status() if self.agent else self.ota_engine.journal.summary(),
+            "ota": self._ota(),
         }
+
+    def _ota(self) -> dict[str, Any]:
+        return self.agent.status() if self.agent else self.ota_engine.journal.summary()
 
     def _camera_state(self, state: str) -> None:
         self._status_changed.set()  # republished from the app thread, not the camera's

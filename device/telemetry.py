@@ -6,6 +6,7 @@ interval and nothing has to be timed on the hot path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ class Telemetry:
     grabber: FrameGrabber
     link: Link
     governor: Governor | None = None
+    ota: Callable[[], dict[str, Any]] | None = None  # the updater's state and last outcome
     started: float = 0.0
     _last: dict[str, float] = field(default_factory=dict)
 
@@ -64,6 +66,7 @@ class Telemetry:
             "outbox": self.link.drainer.snapshot(),
             # "unknown" where this machine has no such sensor (a build machine has no Pi or TPU sensors).
             "temperatures": (self.governor.readings if self.governor else Readings()).to_dict(),
+            "ota": self.ota() if self.ota else None,
         }
 
 

@@ -130,6 +130,14 @@ def test_a_new_embedder_is_swapped_in_without_a_restart_and_confirmed(
                 collector, lambda s: last_outcome(s) == "confirmed", 30, "the health window's verdict"
             )
             assert daemon.poll() is None  # the same process all along
+            collector.wait_for(
+                lambda: any(
+                    (m.json().get("ota") or {}).get("last", {}).get("outcome") == "confirmed"
+                    for m in collector.on(f"{TOPIC}/stats")
+                ),
+                10,
+                "the outcome in stats too",
+            )
         finally:
             daemon.terminate()
             daemon.wait(10)
