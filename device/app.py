@@ -20,7 +20,7 @@ from device.camera.factory import make_source
 from device.camera.grabber import FrameGrabber
 from device.clock import Clock, SystemClock
 from device.config import Config
-from device.control import Control
+from device.control import Control, OtaCommand
 from device.errors import ModelError
 from device.failover import TpuFailover
 from device.link.drain import Drainer
@@ -94,7 +94,7 @@ class App:
             else None
         )
         self.failover = TpuFailover(config, self.ota_engine, self.pipeline, self._status_changed.set)
-        self.control = Control(self.topics, self.pace, self._on_quote, self._ota_check)
+        self.control = Control(self.topics, self.pace, self._on_quote, self._ota_check, self._ota_command)
         self._stored_at: dict[int, float] = {}  # seq -> when stored, for the quote round trip
         self._stored_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -125,6 +125,12 @@ class App:
             log.warning("OTA check (%s) ignored: [ota] is not enabled in the config", why)
         else:
             self.agent.trigger(why)
+
+    def _ota_command(self, action: str, command: OtaCommand) -> None:
+        if self.agent is None:
+            log.warning("cmd/ota-%s ignored: [ota] is not enabled in the config", action)
+        else:
+            self.agent.command(action, command.kind, command.version)
 
     def _status(self) -> dict[str, Any]:
         return {

@@ -1,5 +1,5 @@
-"""Commands from the broker (`cmd/pace`, `cmd/pause`, `cmd/resume`, `cmd/ota-check`), quotes, and the
-fleet's release notice.
+"""Commands from the broker (`cmd/pace`, `cmd/pause`, `cmd/resume`, `cmd/ota-check`, `cmd/ota-rollback`,
+`cmd/ota-pin`), quotes, and the fleet's release notice.
 
 Payloads are untrusted input: each is validated, and anything malformed is ignored with one WARNING
 that says what was wrong, never an exception in the control loop.
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -19,6 +19,9 @@ from device.link.topics import Topics
 from device.pace import DEFAULT_OVERRIDE_S, PaceController
 
 log = logging.getLogger(__name__)
+
+
+_Command = TypeVar("_Command", bound=BaseModel)
 
 
 class PaceCommand(BaseModel):
@@ -30,6 +33,15 @@ class PaceCommand(BaseModel):
     expires_s: float = Field(default=DEFAULT_OVERRIDE_S, gt=0.0, le=86_400.0)
 
 
+class OtaCommand(BaseModel):
+    """`cmd/ota-rollback` {"kind": ...} and `cmd/ota-pin` {"kind": ..., "version": "1.2.0" or null}."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["detector", "embedder"]
+    version: str | None = Field(default=None, pattern=r"^\d+\.\d+\.\d+$")
+
+
 class Control:
     def __init__(
         self,
@@ -37,9 +49,11 @@ class Control:
         pace: PaceController,
         on_quote: Callable[[dict[str, Any]], None] | None = None,
         on_ota_check: Callable[[str], None] | None = None,
+        on_ota_command: Callable[[str, OtaCommand], None] | None = None,
     ) -> None:
         self.topics = topics
         self.on_ota_check = on_ota_check
+        self.on_ota_command = on_ota_command
         self.pace = pace
         self.on_quote = on_quote
         self.rejected = 0
@@ -61,6 +75,8 @@ class Control:
             log.info("%s by operator command", "paused" if name == "pause" else "resumed")
         elif name == "ota-check":
             self._ota_check("operator command cmd/ota-check")
+        elif name in ("ota-rollback", "ota-pin"):
+            self._ota_command(name, message.payload)
         else:
             self._reject(message.topic, "unknown command")
 
@@ -68,13 +84,24 @@ class Control:
         if self.on_ota_check is not None:
             self.on_ota_check(why)
 
-    def _pace(self, payload: bytes) -> None:
+    def _parse(self, model: type[_Command], name: str, payload: bytes) -> _Command | None:
+        """The command's payload, validated; None (and one WARNING saying what is wrong) if it is not."""
         try:
-            command = PaceCommand.model_validate_json(payload or b"{}")
+            return model.model_validate_json(payload or b"{}")
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "payload"
-            self._reject(self.topics.command("pace"), f"{where}: {first['msg']}")
+            self._reject(self.topics.command(name), f"{where}: {first['msg']}")
+            return None
+
+    def _ota_command(self, name: str, payload: bytes) -> None:
+        command = self._parse(OtaCommand, name, payload)
+        if command is not None and self.on_ota_command is not None:
+            self.on_ota_command(name.removeprefix("ota-"), command)
+
+    def _pace(self, payload: bytes) -> None:
+        command = self._parse(PaceCommand, "pace", payload)
+        if command is None:
             return
         self.pace.override(
             command.detect_every, command.max_fps, command.embed_budget_per_s, command.expires_s

@@ -265,3 +265,47 @@ def test_two_updaters_never_run_at_once(tmp_path: Path) -> None:
             busy = ota_cli(env, "check")
         assert busy.returncode == 75 and "another update is in progress" in busy.stderr
         assert ota_cli(env, "check").returncode == 0  # and once it is free, the check runs
+
+
+def test_an_operator_rolls_back_and_pins_over_mqtt(broker: Mosquitto, tmp_path: Path) -> None:
+    repo = new_repo(tmp_path)
+    release(repo)
+    state = tmp_path / "state"
+    with serve(repo.path) as url:
+        env = ota_daemon_env(
+            broker.port,
+            url,
+            repo,
+            state,
+            APPLIANCE_OTA__HEALTH_WINDOW_S="600",
+            APPLIANCE_OTA__INTERVAL_S="5",  # the first check comes within one interval
+        )
+        collector = Collector(broker.port, f"{TOPIC}/#")
+        daemon = start_daemon(env, log=tmp_path / "daemon.log")
+        try:
+            wait_status(collector, lambda s: embedder_version(s) == "1.1.0", 60, "the activation")
+            collector.publish(f"{TOPIC}/cmd/ota-pin", '{"kind": "camera"}')  # malformed: ignored
+            collector.publish(f"{TOPIC}/cmd/ota-rollback", '{"kind": "embedder"}')
+            status = wait_status(
+                collector,
+                lambda s: last_outcome(s) == "rolled_back" and embedder_version(s) == "1.0.0",
+                30,
+                "the operator's rollback",
+            )
+            assert "operator command" in status["ota"]["last"]["reason"]
+            collector.publish(f"{TOPIC}/cmd/ota-pin", '{"kind": "embedder", "version": "1.1.0"}')
+            wait_status(
+                collector,
+                lambda s: s["ota"]["pins"] == {"embedder": "1.1.0"} and embedder_version(s) == "1.1.0",
+                30,
+                "the pinned version, taken again despite the earlier rollback",
+            )
+            assert daemon.poll() is None
+        finally:
+            daemon.terminate()
+            daemon.wait(10)
+            collector.close()
+    assert (
+        "ignored malformed message on appliance/ota-dev/cmd/ota-pin: kind"
+        in (tmp_path / "daemon.log").read_text()
+    )

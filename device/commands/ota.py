@@ -58,11 +58,7 @@ def status(engine: Engine, config: Config) -> dict[str, Any]:
 
 def _pin(engine: Engine, kind: str, version: str | None) -> dict[str, Any]:
     with engine.locked():
-        if version is None:
-            engine.journal.state.pins.pop(kind, None)
-        else:
-            engine.journal.state.pins[kind] = version
-        engine.journal.save()
+        engine.pin(kind, version)
     return {"kind": kind, "pinned": version, "note": "takes effect at the next check"}
 
 

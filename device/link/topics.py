@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-COMMANDS = ("pace", "pause", "resume", "ota-check")
+COMMANDS = ("pace", "pause", "resume", "ota-check", "ota-rollback", "ota-pin")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ or `cmd/ota-check` only triggers a check; their content is never trusted.
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import threading
 from collections.abc import Callable
@@ -47,6 +48,7 @@ class Agent:
         self.windows: dict[str, HealthWatch] = {}
         self.loaded = {kind: engine.slots.current(kind) for kind in ("detector", "embedder")}
         self._wake = threading.Event()
+        self._commands: queue.Queue[tuple[str, str, str | None]] = queue.Queue()
         self._stop = threading.Event()
         self._last_trigger = -1e18
         self._thread = threading.Thread(target=self._run, name="ota", daemon=True)
@@ -63,6 +65,11 @@ class Agent:
         self._wake.set()
         self._thread.join(2.0)
         self.engine.pause_windows()
+
+    def command(self, action: str, kind: str, version: str | None) -> None:
+        """An operator's `cmd/ota-rollback` or `cmd/ota-pin`, carried out on the agent's thread."""
+        self._commands.put((action, kind, version))
+        self._wake.set()
 
     def trigger(self, why: str) -> None:
         now = self.clock.monotonic()
@@ -99,6 +106,8 @@ class Agent:
             if self._stop.is_set():
                 return
             try:
+                if self._operator_commands():
+                    woken = True  # a new pin is taken at once
                 if woken or self.clock.monotonic() >= next_check:
                     done = self._check()
                     next_check = self.clock.monotonic() + (self._interval() if done else BUSY_RETRY_S)
@@ -106,6 +115,25 @@ class Agent:
                 self._watch()
             except Exception:  # the updater must never take the daemon down
                 log.exception("OTA agent error")
+
+    def _operator_commands(self) -> bool:
+        """Carry out queued operator commands; True if a pin changed, so a check should follow."""
+        pinned = False
+        while not self._commands.empty():
+            action, kind, version = self._commands.get_nowait()
+            try:
+                with self.engine.locked():
+                    if action == "rollback":
+                        self.engine.rollback(kind, "by operator command cmd/ota-rollback")
+                        self.windows.pop(kind, None)
+                    else:
+                        self.engine.pin(kind, version)
+                        pinned = True
+            except UpdateError as exc:  # nothing to roll back to, or busy: say so, keep running
+                log.warning("OTA %s of the %s refused: %s", action, kind, exc)
+                self.last_error = str(exc)
+            self.on_change()
+        return pinned
 
     def _interval(self) -> float:
         return self.ota.interval_s * random.uniform(1 - self.ota.jitter, 1 + self.ota.jitter)

@@ -271,6 +271,15 @@ class Engine:
         self.journal.record(outcome)
         return outcome
 
+    def pin(self, kind: str, version: str | None) -> None:
+        """Take exactly `version` of `kind` from the next check on (None: follow the channel again)."""
+        if version is None:
+            self.journal.state.pins.pop(kind, None)
+        else:
+            self.journal.state.pins[kind] = version
+        self.journal.save()
+        log.info("OTA: %s %s", kind, f"pinned to {version}" if version else "pin cleared")
+
     def confirm(self, kind: str, reason: str) -> Outcome:
         health = self.journal.state.health.pop(kind)
         outcome = Outcome(

@@ -41,8 +41,8 @@ def eligible(release: ReleaseInfo, device: Device) -> str | None:
 
 
 def choose(releases: dict[str, ReleaseInfo], kind: str, device: Device) -> Wanted | None:
-    """The newest eligible release of `kind`, or the pinned version (which skips channel and cohort, but
-    never a halt or a rollback on this device)."""
+    """The newest eligible release of `kind`, or the pinned version: an operator's pin skips the channel,
+    the cohort and this device's own earlier rollback from it, but never a halt."""
     ofkind = {path: r for path, r in releases.items() if r.kind == kind}
     if device.pinned is not None:
         for path, release in ofkind.items():
