@@ -48,8 +48,9 @@ run: install
 # running appliance takes it within its 30 s check interval, without a restart (docs/ota.md).
 VERSION ?= 1.1.0
 release-demo: install
+	@[ -f .demo-state/ota-repo/root.json ] || { echo "start \`make run\` first: it serves the demo repository"; exit 1; }
 	$(BIN)/appliance-release --repo .demo-state/ota-repo --keys .demo-state/ota-keys add \
-		--manifest models/manifest.toml --model efficientnet-lite0-int8 --version $(VERSION) \
+		--manifest deploy/demo-release/manifest.toml --model efficientnet-lite0-int8 --version $(VERSION) \
 		--channel stable --percent 100 --photo demo/coffee.png --photo demo/chelsea.png
 
 bench: install

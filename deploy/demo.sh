@@ -31,18 +31,24 @@ else
     echo "demo: mosquitto on 127.0.0.1:$port (watch with: mosquitto_sub -p $port -t 'appliance/#' -v)"
 fi
 
+# One catalog per embedder version: the bundled 1.0.0, and the 1.1.0 that `make release-demo` rolls
+# out (deploy/demo-release/), so quotes keep coming before, during and after the update.
 catalog=.demo-state/catalog.sqlite
+next_catalog=.demo-state/catalog-1.1.0.sqlite
 if [ ! -s "$catalog" ] || [ -n "$(find models demo pricing/build.py -newer "$catalog" -print -quit)" ]; then
     $PY -m pricing catalog demo --out "$catalog" 2>/dev/null
 fi
-$PY -m pricing run --host "$host" --port "$port" --catalog "$catalog" --index exact --stats-interval-s 30 &
+if [ ! -s "$next_catalog" ] || [ -n "$(find models demo deploy/demo-release pricing/build.py -newer "$next_catalog" -print -quit)" ]; then
+    $PY -m pricing catalog demo --manifest deploy/demo-release/manifest.toml --out "$next_catalog" 2>/dev/null
+fi
+$PY -m pricing run --host "$host" --port "$port" --catalog "$catalog" --catalog "$next_catalog" \
+    --index exact --stats-interval-s 30 &
 pids+=("$!")
-echo "demo: pricing service on the demo catalog (synthetic prices)"
+echo "demo: pricing service on the demo catalogs for embedder 1.0.0 and 1.1.0 (synthetic prices)"
 
 # A local model repository (signed with demo keys kept in .demo-state/), served over HTTP, which the
 # appliance checks every 30 s. `make release-demo VERSION=1.1.0` publishes a new embedder to it.
-# Each demo starts from the bundled models, with a fresh repository and keys (the demo catalog is
-# built with the bundled embedder; see docs/ota.md).
+# Each demo starts from the bundled models, with a fresh repository and keys.
 repo=.demo-state/ota-repo
 rm -rf "$repo" .demo-state/ota-keys .demo-state/ota
 .venv/bin/appliance-release --repo "$repo" --keys .demo-state/ota-keys init >/dev/null

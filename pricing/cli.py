@@ -20,7 +20,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="answer the devices' object messages with quotes")
     run.add_argument("--config", type=Path, help="TOML with the keys of pricing/config.py")
-    for flag in ("catalog", "host", "instance", "index", "share-group", "topic-prefix"):
+    run.add_argument(
+        "--catalog",
+        action="append",
+        help="a catalog file; repeat for one per embedder version the fleet runs",
+    )
+    for flag in ("host", "instance", "index", "share-group", "topic-prefix"):
         run.add_argument(f"--{flag}")
     run.add_argument("--port", type=int)
     run.add_argument("--k", type=int)
@@ -66,6 +71,7 @@ def dispatch(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from pricing.catalog import load_catalog
+    from pricing.catalogs import Catalogs
     from pricing.config import load_service_config
     from pricing.pricer import Pricer
     from pricing.service import PricingService
@@ -87,7 +93,8 @@ def _run(args: argparse.Namespace) -> int:
         )
     }
     config = load_service_config(args.config, overrides)
-    service = PricingService(config, Pricer(load_catalog(config.catalog), config))
+    catalogs = Catalogs([Pricer(load_catalog(path), config) for path in config.catalog])
+    service = PricingService(config, catalogs)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

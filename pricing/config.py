@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pricing.errors import ServiceConfigError
 
@@ -14,7 +14,8 @@ from pricing.errors import ServiceConfigError
 class ServiceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    catalog: Path = Path("catalog.sqlite")
+    # One catalog per embedder version the fleet runs (pricing/catalogs.py): a path, or a list of them.
+    catalog: tuple[Path, ...] = (Path("catalog.sqlite"),)
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
     topic_prefix: str = Field(default="appliance", pattern=r"^[A-Za-z0-9_/-]{1,64}$")
@@ -32,6 +33,11 @@ class ServiceConfig(BaseModel):
     min_similarity: float = Field(default=0.5, ge=-1.0, le=1.0)
     min_neighbours: int = Field(default=3, ge=1)
     stats_interval_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("catalog", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return (value,) if isinstance(value, str | Path) else value
 
 
 def load_service_config(path: Path | None, overrides: dict[str, object]) -> ServiceConfig:

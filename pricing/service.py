@@ -5,8 +5,9 @@
 - Answers each object message on its MQTT v5 response topic with its correlation data, falling back to
   `<prefix>/<device_id>/quotes`. A response topic outside the sending device's own topics is not
   honoured (a device must not make the service publish into another device's topics).
-- Drops repeats of (device_id, seq) (the devices deliver at least once), refuses vectors from another
-  embedder model, and counts and logs (rate-limited) every payload it cannot use. It never crashes on one.
+- Drops repeats of (device_id, seq) (the devices deliver at least once), answers each message from the
+  catalog built with its embedder (pricing/catalogs.py), refuses vectors no catalog can compare, and
+  counts and logs (rate-limited) every payload it cannot use. It never crashes on one.
 - paho's callbacks only enqueue; one worker thread decodes, prices and publishes.
 """
 
@@ -30,6 +31,7 @@ from device.dedupe import Deduplicator
 from device.link.tcp import disable_nagle
 from device.metrics import Percentiles
 from device.wire import CONTENT_TYPE, WireError, decode
+from pricing.catalogs import Catalogs
 from pricing.config import ServiceConfig
 from pricing.pricer import Pricer
 
@@ -54,9 +56,9 @@ class Reply:
 
 
 class PricingService:
-    def __init__(self, config: ServiceConfig, pricer: Pricer) -> None:
+    def __init__(self, config: ServiceConfig, pricer: Pricer | Catalogs) -> None:
         self.config = config
-        self.pricer = pricer
+        self.catalogs = pricer if isinstance(pricer, Catalogs) else Catalogs([pricer])
         self.counts: Counter[str] = Counter()
         self.latency_ms = Percentiles()
         self.dedupe = Deduplicator()
@@ -82,7 +84,7 @@ class PricingService:
         if not self.dedupe.is_new(device_id, message.seq):
             self.counts["duplicates"] += 1
             return None
-        quote = self.pricer.quote(message)
+        quote, used = self.catalogs.quote(message)
         self.counts[quote.status] += 1
         if quote.status == "refused":
             self._log_limited("refused", f"refused {device_id} seq {message.seq}: {quote.reason}")
@@ -91,7 +93,7 @@ class PricingService:
             "seq": message.seq,
             "track_id": message.track_id,
             **quote.to_dict(),
-            "synthetic": self.pricer.catalog.info.synthetic,
+            "synthetic": used is not None and used.catalog.info.synthetic,
             "latency_ms": round((time.perf_counter() - request.received) * 1e3, 3),
         }
         return Reply(
@@ -168,10 +170,11 @@ class PricingService:
         self._client.connect_async(cfg.host, cfg.port, keepalive=30)
         self._client.loop_start()
         log.info(
-            "pricing service %s: %d items, %s index, broker %s:%d",
+            "pricing service %s: %d items in %s, %s index, broker %s:%d",
             cfg.instance,
-            len(self.pricer.catalog),
-            self.pricer.index.kind,
+            self.catalogs.items,
+            ", ".join(f"{m} {v}" for m, v in self.catalogs.pricers),
+            self.catalogs.index_kind,
             cfg.host,
             cfg.port,
         )
@@ -222,8 +225,8 @@ class PricingService:
         online = {
             "state": "online",
             "instance": cfg.instance,
-            "items": len(self.pricer.catalog),
-            "model": [self.pricer.catalog.info.model_id, self.pricer.catalog.info.model_version],
+            "items": self.catalogs.items,
+            "catalogs": self.catalogs.describe(),
         }
         self._publish(self.status_topic, json.dumps(online).encode(), retain=True)
         log.info("connected; serving $share/%s/%s/+/objects", cfg.share_group, cfg.topic_prefix)
@@ -236,8 +239,9 @@ class PricingService:
     def stats(self) -> dict[str, Any]:
         return {
             "instance": self.config.instance,
-            "items": len(self.pricer.catalog),
-            "index": self.pricer.index.kind,
+            "items": self.catalogs.items,
+            "catalogs": self.catalogs.describe(),
+            "index": self.catalogs.index_kind,
             "counts": dict(self.counts),
             "queue": self._requests.qsize(),
             "latency_ms": {"p50": _r(self.latency_ms.get(50)), "p99": _r(self.latency_ms.get(99))},

@@ -15,8 +15,9 @@ import pytest
 from device.wire import ObjectMessage, decode, encode
 from pricing.build import build_from_csv, load_embedder
 from pricing.catalog import CatalogInfo, Item, load_catalog, write_catalog
+from pricing.catalogs import Catalogs
 from pricing.config import ServiceConfig
-from pricing.errors import CatalogError
+from pricing.errors import CatalogError, ServiceConfigError
 from pricing.index import ExactIndex, HnswIndex
 from pricing.pricer import Pricer
 from pricing.service import PricingService, Request
@@ -223,3 +224,30 @@ def test_loading_a_missing_or_broken_catalog(tmp_path: Path) -> None:
 def test_golden_vector_decodes_for_the_service() -> None:
     message = decode((DATA / "wire" / "full_1280.bin").read_bytes())
     assert replace(message, seq=1).dim == 1280
+
+
+def test_each_embedder_version_is_priced_from_its_own_catalog(tmp_path: Path) -> None:
+    """A staged embedder rollout: devices on 2.0.0 and on 2.1.0 both get quotes, each from the catalog
+    built with their embedder; a third version is refused with the versions the service has."""
+    config = ServiceConfig(index="exact", k=10, min_similarity=0.5, min_neighbours=1)
+    old, new = tmp_path / "old.sqlite", tmp_path / "new.sqlite"
+    write_catalog(old, INFO, [item("old-cup", 0, 1000, "sold")])
+    write_catalog(
+        new, CatalogInfo("test-embedder", "2.1.0", 4, synthetic=False), [item("new-cup", 0, 3000, "sold")]
+    )
+    catalogs = Catalogs([Pricer(load_catalog(p), config) for p in (old, new)])
+    assert catalogs.items == 2
+    quote, used = catalogs.quote(query(unit_at(0), ("test-embedder", "2.0.0")))
+    assert quote.avg_sold_price == 1000 and used is not None and used.catalog.info.model_version == "2.0.0"
+    quote, _ = catalogs.quote(query(unit_at(0), ("test-embedder", "2.1.0")))
+    assert quote.avg_sold_price == 3000
+    quote, used = catalogs.quote(query(unit_at(0), ("test-embedder", "3.0.0")))
+    assert quote.status == "refused" and used is None
+    assert "made with test-embedder 2.0.0, test-embedder 2.1.0" in quote.reason
+    with pytest.raises(ServiceConfigError, match=r"two catalogs were built with test-embedder 2\.0\.0"):
+        Catalogs([Pricer(load_catalog(old), config), Pricer(load_catalog(old), config)])
+
+
+def test_the_catalog_setting_takes_one_path_or_several() -> None:
+    assert ServiceConfig(catalog="a.sqlite").catalog == (Path("a.sqlite"),)
+    assert ServiceConfig(catalog=["a.sqlite", "b.sqlite"]).catalog == (Path("a.sqlite"), Path("b.sqlite"))
