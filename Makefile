@@ -44,13 +44,13 @@ test: lint typecheck pytest
 run: install
 	deploy/demo.sh
 
-# With `make run` going: publish the demo embedder as a new signed release to the demo repository; the
-# running appliance takes it within its 30 s check interval, without a restart (docs/ota.md).
-VERSION ?= 1.1.0
+# With `make run` going: publish the demo's next embedder (deploy/demo-release, version 1.1.0) as a signed
+# release to the demo repository; the running appliance takes it within its 30 s check interval, without
+# a restart, and its quotes come from the 1.1.0 catalog (docs/ota.md).
 release-demo: install
 	@[ -f .demo-state/ota-repo/root.json ] || { echo "start \`make run\` first: it serves the demo repository"; exit 1; }
 	$(BIN)/appliance-release --repo .demo-state/ota-repo --keys .demo-state/ota-keys add \
-		--manifest deploy/demo-release/manifest.toml --model efficientnet-lite0-int8 --version $(VERSION) \
+		--manifest deploy/demo-release/manifest.toml --model efficientnet-lite0-int8 \
 		--channel stable --percent 100 --photo demo/coffee.png --photo demo/chelsea.png
 
 bench: install

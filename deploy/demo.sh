@@ -47,7 +47,7 @@ pids+=("$!")
 echo "demo: pricing service on the demo catalogs for embedder 1.0.0 and 1.1.0 (synthetic prices)"
 
 # A local model repository (signed with demo keys kept in .demo-state/), served over HTTP, which the
-# appliance checks every 30 s. `make release-demo VERSION=1.1.0` publishes a new embedder to it.
+# appliance checks every 30 s. `make release-demo` publishes a new embedder to it.
 # Each demo starts from the bundled models, with a fresh repository and keys.
 repo=.demo-state/ota-repo
 rm -rf "$repo" .demo-state/ota-keys .demo-state/ota
@@ -57,7 +57,7 @@ $PY -m http.server --bind 127.0.0.1 --directory "$repo" "$ota_port" >/dev/null 2
 pids+=("$!")
 export APPLIANCE_OTA__ENABLED=true APPLIANCE_OTA__REPOSITORY_URL="http://127.0.0.1:$ota_port"
 export APPLIANCE_OTA__TRUSTED_ROOT="$PWD/$repo/root.json" APPLIANCE_OTA__INTERVAL_S=30
-echo "demo: model repository on http://127.0.0.1:$ota_port (publish with: make release-demo VERSION=1.1.0)"
+echo "demo: model repository on http://127.0.0.1:$ota_port (publish with: make release-demo)"
 
 args=(--config deploy/demo.toml run --live)
 if [ -n "${DURATION:-}" ]; then

@@ -3,6 +3,7 @@ real models: good releases are taken, every kind of bad release is refused with 
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from datetime import timedelta
@@ -20,7 +21,7 @@ from device.ota.engine import Engine
 from device.ota.journal import Outcome
 from device.vision.images import read_image
 
-from .conftest import DATA
+from .conftest import DATA, ROOT
 from .ota_helpers import PHOTOS, Faults, new_repo, ota_config, release, serve
 
 
@@ -325,3 +326,29 @@ def test_a_rotated_targets_key_is_followed_by_devices(tmp_path: Path) -> None:
     assert outcome.outcome == "activated"  # root v2 names the new key; the device trusted it via v1
     assert (tmp_path / "state" / "ota" / "metadata" / "root_history" / "2.root.json").exists()
     assert list((tmp_path / "keys").glob("targets.retired-v1.pem"))
+
+
+def test_the_release_tool_publishes_the_manifest_version_by_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = new_repo(tmp_path)
+    args = ["--repo", str(repo.path), "--keys", str(tmp_path / "keys")]
+    demo = ROOT / "deploy" / "demo-release" / "manifest.toml"
+    assert (
+        main(
+            [
+                *args,
+                "add",
+                "--manifest",
+                str(demo),
+                "--model",
+                "efficientnet-lite0-int8",
+                "--photo",
+                str(PHOTOS[0]),
+            ]
+        )
+        == 0
+    )
+    assert main([*args, "list"]) == 0
+    listing = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert [(r["version"], r["channels"]) for r in listing] == [("1.1.0", {"beta": 10})]

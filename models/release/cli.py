@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     add = sub.add_parser("add", help="publish a model from a manifest as a new release")
     add.add_argument("--manifest", type=Path, required=True)
     add.add_argument("--model", required=True, help="the model id in the manifest")
-    add.add_argument("--version", required=True, help="MAJOR.MINOR.PATCH")
+    add.add_argument("--version", default="", help="MAJOR.MINOR.PATCH (default: the manifest entry's)")
     add.add_argument("--channel", default="beta")
     add.add_argument("--percent", type=int, default=10, help="rollout percent on that channel")
     add.add_argument("--min-firmware", default="0.0.0")

@@ -36,7 +36,7 @@ MAX_SIDE = 320  # validation photos are downscaled: they check the model, not th
 class NewRelease:
     manifest: Path
     model_id: str
-    version: str
+    version: str  # "" means the manifest entry's own version
     channel: str
     percent: int
     photos: list[Path]
@@ -56,7 +56,8 @@ def add_release(
     manifest = Manifest.load(new.manifest)
     entry = manifest.get(new.model_id)
     kind = new.kind or entry.kind
-    base = f"models/{kind}/{entry.id}/{new.version}"
+    version = new.version or entry.version
+    base = f"models/{kind}/{entry.id}/{version}"
     images = [_small(read_image(p)) for p in new.photos]
     if not images:
         raise ConfigError("give at least one --photo for the validation vectors")
@@ -69,7 +70,7 @@ def add_release(
     info = ReleaseInfo(
         model_id=entry.id,
         kind=kind,
-        version=new.version,
+        version=version,
         channels={new.channel: new.percent},
         min_firmware=new.min_firmware,
         spec=_spec(entry, new.adapter),
