@@ -69,7 +69,7 @@ class App:
         self.topics = Topics(config.mqtt.topic_prefix, config.device_id)
         # Models come from the OTA slots when an update was activated, else from the bundled manifest.
         self.ota_engine = Engine(config, InterpreterFactory(config.runtime))
-        self.ota_engine.startup()
+        self.ota_engine.startup(run_windows=config.ota.enabled)
         detector = make_detector(self._load_model("detector"), config.detector)
         embedder = Embedder(self._load_model("embedder"), config.embedder)
         gov = config.governor

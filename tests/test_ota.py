@@ -352,3 +352,18 @@ def test_the_release_tool_publishes_the_manifest_version_by_default(
     assert main([*args, "list"]) == 0
     listing = json.loads(capsys.readouterr().out.split("\n", 1)[1])
     assert [(r["version"], r["channels"]) for r in listing] == [("1.1.0", {"beta": 10})]
+
+
+def test_start_up_judges_health_windows_only_when_the_daemon_runs_them(tmp_path: Path) -> None:
+    repo = new_repo(tmp_path)
+    release(repo)
+    state = tmp_path / "state"
+    with serve(repo.path) as url:
+        check(url, repo, state)  # as `appliance ota check` does: the window is not running yet
+        config = ota_config(url, repo, state)
+    assert Engine(config).startup(run_windows=False) == []  # OTA off: the window waits
+    assert not Engine(config).journal.state.health["embedder"].running
+    assert Engine(config).startup() == []  # a daemon with OTA on starts the window ...
+    [outcome] = Engine(config).startup()  # ... and one that finds it still running died inside it
+    assert outcome.outcome == "rolled_back" and "during the health window" in outcome.reason
+    assert Engine(config).slots.current("embedder") is None

@@ -93,9 +93,10 @@ class Engine:
             self.slots.prune(kind)
 
     # -- the daemon's side of the health window ---------------------------------------------------
-    def startup(self) -> list[Outcome]:
+    def startup(self, run_windows: bool = True) -> list[Outcome]:
         """At daemon start. A window found running means the daemon died inside it (crash, kill -9,
-        power cut): roll back, as Mender does with an uncommitted update. Others start now."""
+        power cut): roll back, as Mender does with an uncommitted update. Others start now, unless the
+        daemon will not run them (`run_windows` False: OTA is off in its config)."""
         outcomes: list[Outcome] = []
         try:
             with self.locked():
@@ -104,8 +105,10 @@ class Engine:
                     if health.running:
                         reason = "the daemon stopped during the health window (crash, kill or power cut)"
                         outcomes.append(self.rollback(kind, reason))
-                    else:
+                    elif run_windows:
                         health.running = True
+                    else:
+                        log.warning("OTA is off: the health window of %s %s waits", kind, health.version)
                 self.journal.save()
         except UpdateError as exc:
             log.warning("OTA start-up checks skipped: %s", exc)
