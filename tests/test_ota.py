@@ -367,3 +367,11 @@ def test_start_up_judges_health_windows_only_when_the_daemon_runs_them(tmp_path:
     [outcome] = Engine(config).startup()  # ... and one that finds it still running died inside it
     assert outcome.outcome == "rolled_back" and "during the health window" in outcome.reason
     assert Engine(config).slots.current("embedder") is None
+
+
+def test_a_release_for_newer_firmware_is_not_taken(tmp_path: Path) -> None:
+    repo = new_repo(tmp_path)
+    release(repo, min_firmware="9.0.0")
+    with serve(repo.path) as url:
+        engine, outcome = check(url, repo, tmp_path / "state")
+    assert outcome.outcome == "up_to_date" and engine.slots.current("embedder") is None
