@@ -3,6 +3,7 @@ real models: good releases are taken, every kind of bad release is refused with 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 from release.cli import main
-from release.publish import _expected, _small, change, decode
+from release.publish import NewRelease, _expected, _small, add_release, change, decode
 from release.repository import Repository
 
 from device.errors import RegistryUnavailableError, UpdateError
@@ -21,7 +22,7 @@ from device.ota.engine import Engine
 from device.ota.journal import Outcome
 from device.vision.images import read_image
 
-from .conftest import DATA, ROOT
+from .conftest import DATA, MODELS, ROOT
 from .ota_helpers import PHOTOS, Faults, new_repo, ota_config, release, serve
 
 
@@ -375,3 +376,37 @@ def test_a_release_for_newer_firmware_is_not_taken(tmp_path: Path) -> None:
     with serve(repo.path) as url:
         engine, outcome = check(url, repo, tmp_path / "state")
     assert outcome.outcome == "up_to_date" and engine.slots.current("embedder") is None
+
+
+def test_an_edge_tpu_model_with_a_cpu_twin_runs_the_twin_on_a_device_without_a_tpu(tmp_path: Path) -> None:
+    """The release carries a CPU build beside the Edge TPU one; a device with no TPU downloads both and
+    runs the CPU build. (The embedder stands in for the CPU build of the compiled MobileNet: only the
+    mechanism is under test, and the validation vectors come from the twin, as the release tool makes
+    them on a build machine without a TPU.)"""
+    compiled = DATA / "edgetpu" / "mobilenet_v2_1.0_224_quant_edgetpu.tflite"
+    cpu = MODELS / "efficientnet_lite0_int8_embedder.tflite"
+    common = (
+        'kind = "embedder"\nadapter = "embedder"\nlicence = "Apache-2.0"\n'
+        'input = { shape = [1, 224, 224, 3], dtype = "uint8" }\n'
+        'source = { package = "test", version = "1" }\n'
+    )
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text(
+        "schema = 1\n\n[[model]]\n"
+        f'id = "mobilenet-tpu"\nversion = "2.0.0"\nfile = "{compiled}"\n'
+        f'sha256 = "{hashlib.sha256(compiled.read_bytes()).hexdigest()}"\n'
+        f'cpu_twin = "mobilenet-cpu"\n{common}'
+        "\n[[model]]\n"
+        f'id = "mobilenet-cpu"\nversion = "2.0.0"\nfile = "{cpu}"\n'
+        f'sha256 = "{hashlib.sha256(cpu.read_bytes()).hexdigest()}"\n{common}'
+    )
+    repo = new_repo(tmp_path)
+    add_release(repo, NewRelease(manifest, "mobilenet-tpu", "", "stable", 100, PHOTOS))
+    with serve(repo.path) as url:
+        engine, outcome = check(url, repo, tmp_path / "state")
+    assert (outcome.outcome, outcome.version) == ("activated", "2.0.0"), outcome.reason
+    slot = tmp_path / "state" / "ota" / "slots" / "embedder" / "2.0.0"
+    assert (slot / compiled.name).exists() and (slot / cpu.name).exists()  # both came down
+    manifest_, model_id, _ = engine.active("embedder")
+    loaded = engine.factory.load(manifest_, model_id)
+    assert loaded.entry.id == "mobilenet-tpu-cpu-twin" and loaded.requested_id == "mobilenet-tpu"
