@@ -18,10 +18,17 @@ from device.vision.preprocess import Image
 from device.vision.runtime import InterpreterFactory, LoadedModel
 
 from .broker import Mosquitto
+from .daemons import reap
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 MODELS = ROOT / "models"
+
+
+@pytest.fixture(autouse=True)
+def reap_daemons() -> Iterator[None]:
+    yield
+    reap()
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -17,8 +15,6 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-
-from .conftest import ROOT
 
 
 @dataclass(frozen=True)
@@ -107,14 +103,3 @@ def daemon_env(port: int, state: Path, device_id: str = "test-dev", **extra: str
     )
     env.update(extra)
     return env
-
-
-def start_daemon(env: dict[str, str], *args: str, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as handle:
-        return subprocess.Popen(
-            [sys.executable, "-m", "device", "run", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-        )

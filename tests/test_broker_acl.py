@@ -22,7 +22,8 @@ from device.wire import decode
 
 from .broker import Mosquitto
 from .conftest import ROOT
-from .mqtt_helpers import daemon_env, start_daemon
+from .daemons import start_daemon
+from .mqtt_helpers import daemon_env
 
 DEPLOY = ROOT / "deploy"
 

@@ -14,7 +14,8 @@ import pytest
 from device.wire import CONTENT_TYPE, decode
 
 from .broker import Mosquitto, free_port
-from .mqtt_helpers import Collector, daemon_env, start_daemon
+from .daemons import start_daemon
+from .mqtt_helpers import Collector, daemon_env
 
 TOPIC = "appliance/test-dev"
 

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from .broker import Mosquitto
-from .mqtt_helpers import Collector, daemon_env, start_daemon
+from .daemons import start_daemon
+from .mqtt_helpers import Collector, daemon_env
 
 TOPIC = "appliance/tpu-dev"
 

@@ -15,7 +15,8 @@ from device.notify import Notifier
 
 from .broker import Mosquitto
 from .cli_helpers import appliance
-from .mqtt_helpers import daemon_env, start_daemon
+from .daemons import start_daemon
+from .mqtt_helpers import daemon_env
 
 
 @pytest.fixture()

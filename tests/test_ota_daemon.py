@@ -30,7 +30,8 @@ from device.vision.tracker import Tracker
 
 from .broker import Mosquitto
 from .conftest import ROOT
-from .mqtt_helpers import Collector, start_daemon
+from .daemons import start_daemon
+from .mqtt_helpers import Collector
 from .ota_helpers import new_repo, ota_config, ota_daemon_env, ota_env, release, serve
 
 TOPIC = "appliance/ota-dev"

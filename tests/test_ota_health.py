@@ -17,7 +17,8 @@ from device.vision.runtime import LoadedModel
 from device.vision.tracker import Tracker
 
 from .broker import Mosquitto
-from .mqtt_helpers import Collector, start_daemon
+from .daemons import start_daemon
+from .mqtt_helpers import Collector
 from .ota_helpers import new_repo, ota_daemon_env, release, serve
 from .test_ota_daemon import TOPIC, last_outcome, wait_status
 

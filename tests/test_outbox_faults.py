@@ -17,7 +17,8 @@ from device.dedupe import Deduplicator
 from device.wire import decode
 
 from .broker import Mosquitto
-from .mqtt_helpers import Collector, daemon_env, start_daemon
+from .daemons import start_daemon
+from .mqtt_helpers import Collector, daemon_env
 
 TOPIC = "appliance/test-dev"
 # Re-embed on every frame: about 15 object messages a second, so outages build a real backlog.

@@ -26,7 +26,8 @@ from pricing.service import PricingService
 
 from .broker import Mosquitto
 from .conftest import DATA, MODELS, ROOT
-from .mqtt_helpers import Collector, daemon_env, start_daemon
+from .daemons import start_daemon
+from .mqtt_helpers import Collector, daemon_env
 
 
 @pytest.fixture(scope="session")
