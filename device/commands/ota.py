@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any
 
 from device.commands.context import config_path
@@ -84,6 +85,34 @@ def _progress(name: str, have: int, total: int) -> None:
 def _print(result: Any, as_json: bool) -> None:
     if as_json:
         print(json.dumps(result, indent=2, default=str))
-        return
-    for item in result if isinstance(result, list) else [result]:
-        print("  ".join(f"{k}={v}" for k, v in item.items() if v not in (None, "", {}, [])))
+    elif isinstance(result, dict) and "models" in result:
+        print(_status_text(result))
+    else:
+        for item in result if isinstance(result, list) else [result]:
+            print(_outcome_text(item))
+
+
+def _status_text(status: dict[str, Any]) -> str:
+    lines = [f"OTA {'on' if status['enabled'] else 'off'}, channel {status['channel']}"]
+    windows = status.get("health_windows") or {}
+    for kind, model in status["models"].items():
+        where = "bundled" if model["slot"] == "bundled" else f"slot {model['slot']}"
+        extra = "  health window open" if kind in windows else ""
+        pin = status["pins"].get(kind)
+        extra += f"  pinned to {pin}" if pin else ""
+        lines.append(
+            f"{kind:<9} {model['id']} {model['version']} ({where}; previous: {model['previous']}){extra}"
+        )
+    if status.get("refused"):
+        lines.append(f"refused   {', '.join(status['refused'])} (rolled back from on this device)")
+    if status.get("last"):
+        lines.append(f"last      {_outcome_text(status['last'])}")
+    return "\n".join(lines)
+
+
+def _outcome_text(outcome: dict[str, Any]) -> str:
+    if "outcome" not in outcome:  # a pin
+        return "  ".join(f"{k}={v}" for k, v in outcome.items() if v is not None)
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(outcome["at"])) if outcome.get("at") else ""
+    what = " ".join(str(outcome[k]) for k in ("outcome", "kind", "version") if outcome.get(k))
+    return f"{what}{' at ' + when if when else ''}{': ' + outcome['reason'] if outcome.get('reason') else ''}"
