@@ -86,7 +86,7 @@ class Agent:
                 "version": w.version,
                 "left_s": round(max(0.0, self.ota.health_window_s - (self.clock.monotonic() - w.started)), 1),
             }
-            for k, w in self.windows.items()
+            for k, w in list(self.windows.items())  # a copy: the agent's thread may change it meanwhile
         }
         return {
             "state": self.state,
