@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from device.wire import ObjectMessage
+from pricing.catalog import load_catalog
+from pricing.config import ServiceConfig
 from pricing.errors import ServiceConfigError
 from pricing.pricer import Pricer
 from pricing.quote import Quote
@@ -54,3 +56,8 @@ class Catalogs:
             {"model": [m, v], "items": len(p.catalog), "synthetic": p.catalog.info.synthetic}
             for (m, v), p in self.pricers.items()
         ]
+
+
+def load_catalogs(config: ServiceConfig) -> Catalogs:
+    """Every catalog the config names, each with its own index. CatalogError for a bad file."""
+    return Catalogs([Pricer(load_catalog(path), config) for path in config.catalog])

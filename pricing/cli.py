@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import threading
 from collections.abc import Sequence
@@ -10,8 +11,10 @@ from pathlib import Path
 
 from device.cli_main import run_main
 from device.config import DEFAULT_MODELS_DIR
+from device.errors import ApplianceError
 
 ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("pricing")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,10 +73,8 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pricing.catalog import load_catalog
-    from pricing.catalogs import Catalogs
+    from pricing.catalogs import load_catalogs
     from pricing.config import load_service_config
-    from pricing.pricer import Pricer
     from pricing.service import PricingService
 
     overrides = {
@@ -93,11 +94,21 @@ def _run(args: argparse.Namespace) -> int:
         )
     }
     config = load_service_config(args.config, overrides)
-    catalogs = Catalogs([Pricer(load_catalog(path), config) for path in config.catalog])
-    service = PricingService(config, catalogs)
+    service = PricingService(config, load_catalogs(config))
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+
+    # SIGHUP (`systemctl reload pricing`): read the config's catalog list again and load it beside the
+    # running set, on its own thread; quotes keep flowing from the old set until the new one is ready.
+    def reload() -> None:
+        try:
+            fresh = load_service_config(args.config, overrides).model_copy(update={"index": config.index})
+            service.reload(load_catalogs(fresh))
+        except ApplianceError as exc:
+            log.error("reload refused, still serving the catalogs loaded before: %s", exc)
+
+    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=reload, daemon=True).start())
     service.run(stop)
     return 0
 

@@ -63,6 +63,7 @@ class PricingService:
         self.latency_ms = Percentiles()
         self.dedupe = Deduplicator()
         self._requests: queue.Queue[Request | str] = queue.Queue(maxsize=10_000)
+        self._connected = False
         self._client = self._make_client()
 
     # -- pure request handling (tests call this directly) -------------------------------------------
@@ -146,6 +147,15 @@ class PricingService:
             )
         return client
 
+    def reload(self, catalogs: Catalogs) -> None:
+        """Serve from `catalogs` from the next message on (SIGHUP: `systemctl reload pricing`). The
+        worker reads the attribute once per message, so a message is priced wholly by the old set or
+        wholly by the new one."""
+        self.catalogs = catalogs
+        log.info("catalogs reloaded: %s", ", ".join(f"{m} {v}" for m, v in catalogs.pricers))
+        if self._connected:
+            self._publish(self.status_topic, json.dumps(self._online()).encode(), retain=True)
+
     @property
     def status_topic(self) -> str:
         return f"pricing/{self.config.instance}/status"
@@ -222,16 +232,19 @@ class PricingService:
             return
         cfg = self.config
         self._client.subscribe(f"$share/{cfg.share_group}/{cfg.topic_prefix}/+/objects", qos=1)
-        online = {
-            "state": "online",
-            "instance": cfg.instance,
-            "items": self.catalogs.items,
-            "catalogs": self.catalogs.describe(),
-        }
-        self._publish(self.status_topic, json.dumps(online).encode(), retain=True)
+        self._connected = True
+        self._publish(self.status_topic, json.dumps(self._online()).encode(), retain=True)
         log.info("connected; serving $share/%s/%s/+/objects", cfg.share_group, cfg.topic_prefix)
         if ready is not None:
             ready.set()
+
+    def _online(self) -> dict[str, Any]:
+        return {
+            "state": "online",
+            "instance": self.config.instance,
+            "items": self.catalogs.items,
+            "catalogs": self.catalogs.describe(),
+        }
 
     def _publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         self._client.publish(topic, payload, qos=qos, retain=retain)

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -19,7 +20,7 @@ from paho.mqtt.properties import Properties
 
 from device.wire import CONTENT_TYPE, decode, encode
 from pricing.build import build_demo
-from pricing.catalog import load_catalog
+from pricing.catalog import CatalogInfo, Item, load_catalog, write_catalog
 from pricing.config import ServiceConfig
 from pricing.pricer import Pricer
 from pricing.service import PricingService
@@ -154,3 +155,47 @@ def test_the_whole_loop_device_to_quote(broker: Mosquitto, demo_catalog: Path, t
     assert stats[-1]["counts"]["received"] >= stats[-1]["counts"]["ok"] >= 2
     watcher.close()
     assert json.loads(watcher.on("pricing-1/status")[-1].payload)["state"] == "offline"
+
+
+def test_sighup_reloads_the_catalog_list_without_a_restart(broker: Mosquitto, tmp_path: Path) -> None:
+    """`systemctl reload pricing`: a catalog for the next embedder version joins the running service; a
+    reload that names a missing catalog is refused and the service keeps what it had."""
+    old, new = tmp_path / "old.sqlite", tmp_path / "new.sqlite"
+    for path, version in ((old, "1.0.0"), (new, "1.1.0")):
+        vector = np.zeros(8, np.int8).tobytes()
+        write_catalog(
+            path,
+            CatalogInfo("emb", version, 8, synthetic=True),
+            [Item("a", vector, 0.1, 0, 5.0, "JPY", "sold")],
+        )
+    config = tmp_path / "pricing.toml"
+    config.write_text(f'catalog = ["{old}"]\nport = {broker.port}\ninstance = "reloader"\nindex = "exact"\n')
+    collector = Collector(broker.port, "pricing/reloader/status")
+    log = tmp_path / "pricing.log"
+    with log.open("wb") as out:
+        service = subprocess.Popen(
+            [sys.executable, "-m", "pricing", "run", "--config", str(config)],
+            cwd=ROOT,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+
+        def catalogs() -> list[list[str]]:
+            online = [m.json() for m in collector.on("status") if m.json()["state"] == "online"]
+            return [c["model"] for c in online[-1]["catalogs"]] if online else []
+
+        collector.wait_for(lambda: catalogs() == [["emb", "1.0.0"]], 30, "the service online")
+        config.write_text(config.read_text().replace(f'["{old}"]', f'["{old}", "{new}"]'))
+        service.send_signal(signal.SIGHUP)
+        collector.wait_for(lambda: catalogs() == [["emb", "1.0.0"], ["emb", "1.1.0"]], 30, "the reload")
+        config.write_text(config.read_text().replace(f'"{new}"', f'"{tmp_path / "missing.sqlite"}"'))
+        service.send_signal(signal.SIGHUP)
+        collector.wait_for(lambda: "reload refused" in log.read_text(), 30, "the refused reload")
+        assert service.poll() is None and catalogs() == [["emb", "1.0.0"], ["emb", "1.1.0"]]
+        service.send_signal(signal.SIGTERM)
+        assert service.wait(10) == 0
+    finally:
+        if service.poll() is None:
+            service.kill()
+        collector.close()
