@@ -141,3 +141,10 @@ def test_cli_rejects_garbage_on_stdin(tmp_path: Path) -> None:
     assert b"not an object message" in result.stderr and b"Traceback" not in result.stderr
     assert appliance("wire", "--help").returncode == 0
     assert CONTENT_TYPE.endswith(".v1")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_with_seq_changes_the_seq_and_nothing_else(name: str) -> None:
+    message = decode(golden(name)[0])
+    numbered = message.with_seq(message.seq + 41)
+    assert numbered == replace(message, seq=message.seq + 41) and numbered.flags == message.flags

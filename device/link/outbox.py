@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +133,7 @@ class Outbox:
     def _add_locked(self, message: ObjectMessage) -> ObjectMessage | None:
         try:
             seq = self._next
-            stored = replace(message, seq=seq)
+            stored = message.with_seq(seq)
             payload = encode(stored)
             if not self._make_room(len(payload)):
                 self._drop("full", f"outbox full ({self._bytes} bytes); rejecting new messages")
