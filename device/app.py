@@ -110,9 +110,8 @@ class App:
         """An activated release that no longer loads is rolled back: the device never runs a broken
         model, and never stops for want of one while an older one works."""
         engine = self.ota_engine
-        manifest, model_id, _ = engine.active(kind)
         try:
-            return engine.factory.load(manifest, model_id)
+            return engine.load(kind)
         except ModelError as exc:
             if engine.slots.current(kind) is None:
                 raise

@@ -166,7 +166,7 @@ class OtaConfig(_Section):
     health_window_s: float = Field(default=300.0, gt=0)
     health_min_frames: int = Field(default=30, ge=1)
     max_errors: int = Field(default=3, ge=1)  # inference errors in the window that roll back
-    # New model's mean inference time / the old one's, above which the window rolls back.
+    # New model's median invoke time / the old one's, above which the window rolls back.
     latency_regression: float = Field(default=1.5, gt=1.0)
 
     @model_validator(mode="after")

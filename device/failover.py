@@ -16,11 +16,11 @@ from collections.abc import Callable
 from device.config import Config
 from device.errors import AcceleratorError, ApplianceError
 from device.ota.engine import Engine
-from device.ota.validate import build
 from device.pipeline import Pipeline
 from device.thermal.sensors import Readings
 from device.vision.detector import Detector
 from device.vision.embedder import Embedder
+from device.vision.models import make_adapter
 from device.vision.runtime import InterpreterFactory, Placement
 
 log = logging.getLogger(__name__)
@@ -58,14 +58,13 @@ class TpuFailover:
         factory = InterpreterFactory(self.config.runtime.model_copy(update={"device": "cpu"}))
         moved: dict[str, Detector | Embedder] = {}
         for kind in ("detector", "embedder"):
-            manifest, model_id, _ = self.engine.active(kind)
             try:
-                model = factory.load(manifest, model_id)
+                model = self.engine.load(kind, factory)
             except ApplianceError as exc:
                 log.error("cannot move the %s to the CPU (%s); it stays on the failed TPU", kind, exc)
                 continue
             model.placement = Placement("cpu", "cpu", cpu_fallback=True, reason=reason)
-            moved[kind] = build(kind, model, self.config.detector, self.config.embedder)
+            moved[kind] = make_adapter(kind, model, self.config.detector, self.config.embedder)
         detector, embedder = moved.get("detector"), moved.get("embedder")
         self.pipeline.request_swap(
             detector if isinstance(detector, Detector) else None,

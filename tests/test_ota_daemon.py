@@ -3,30 +3,18 @@ health window's rollback after a crash, and frames that keep flowing through a s
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from device.camera.source import Frame
-from device.clock import SystemClock
-from device.config import DetectorConfig, EmbedderConfig, PipelineConfig, RuntimeConfig, TrackerConfig
+from device.commands.bench_ota import DETECT_EVERY, FPS, frame_gap_ms
 from device.ota.engine import Engine
 from device.ota.faults import STEPS
-from device.ota.validate import build
-from device.pace import PaceController
-from device.pipeline import Pipeline
-from device.vision.detector import Detector
-from device.vision.embedder import Embedder
-from device.vision.runtime import InterpreterFactory
-from device.vision.tracker import Tracker
 
 from .broker import Mosquitto
 from .conftest import ROOT
@@ -185,53 +173,11 @@ def test_a_crash_during_the_health_window_rolls_back_at_the_next_start(
     assert "efficientnet-lite0-int8@1.1.0" in engine.journal.state.refused  # not taken again
 
 
-def test_frames_keep_flowing_through_a_swap(manifest: Any, photo: Any) -> None:
-    """The swap is a pointer exchange between frames: no gap longer than one detection interval, while
-    another thread loads and warms the new models."""
-
-    factory = InterpreterFactory(RuntimeConfig(device="cpu", num_threads=1))
-    ssd = build("detector", factory.load(manifest, "ssdlite-person-int8"), DetectorConfig(), EmbedderConfig())
-    emb = build(
-        "embedder", factory.load(manifest, "efficientnet-lite0-int8"), DetectorConfig(), EmbedderConfig()
-    )
-    config = PipelineConfig(detect_every=3)
-    clock = SystemClock()
-    assert isinstance(ssd, Detector) and isinstance(emb, Embedder)
-    pipeline = Pipeline(
-        ssd,
-        emb,
-        Tracker(TrackerConfig()),
-        PaceController(config, clock),
-        lambda m: m,
-        config,
-        clock,
-    )
-    image = photo("astronaut")
-
-    def swap() -> None:
-        time.sleep(0.3)
-        detector = build(
-            "detector", factory.load(manifest, "ssdlite-person-int8"), DetectorConfig(), EmbedderConfig()
-        )
-        embedder = build(
-            "embedder", factory.load(manifest, "efficientnet-lite0-int8"), DetectorConfig(), EmbedderConfig()
-        )
-        pipeline.request_swap(detector=detector, embedder=embedder)  # type: ignore[arg-type]
-
-    fps = 15.0
-    loader = threading.Thread(target=swap)
-    loader.start()
-    done: list[float] = []
-    start = time.monotonic()
-    while pipeline.counters.swaps == 0 or len(done) < 40:
-        due = start + len(done) / fps
-        time.sleep(max(0.0, due - time.monotonic()))
-        pipeline.process(Frame(image, time.time(), len(done)))
-        done.append(time.monotonic())
-        assert len(done) < 400, "the swap never happened"
-    loader.join()
-    gaps = [b - a for a, b in itertools.pairwise(done)]
-    assert max(gaps) <= config.detect_every / fps, f"a {max(gaps) * 1e3:.0f} ms gap"
+def test_frames_keep_flowing_through_a_swap() -> None:
+    """The swap is a pointer exchange between frames: while another thread loads and warms both new
+    models, no gap between processed frames at 15 fps is longer than one detection interval. The same
+    measurement `appliance bench ota` reports; it checks that the swap really happened."""
+    assert frame_gap_ms(swap=True) <= DETECT_EVERY / FPS * 1e3
 
 
 def test_an_operator_pins_a_version_and_rolls_back_from_the_cli(tmp_path: Path) -> None:

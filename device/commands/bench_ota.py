@@ -40,12 +40,12 @@ from device.config import (
 )
 from device.ota import remote
 from device.ota.engine import Engine
-from device.ota.validate import build
 from device.pace import PaceController
 from device.pipeline import Pipeline
 from device.vision.detector import Detector
 from device.vision.embedder import Embedder
 from device.vision.manifest import Manifest
+from device.vision.models import make_detector
 from device.vision.runtime import InterpreterFactory
 from device.vision.tracker import Tracker
 
@@ -88,7 +88,7 @@ def bench_ota(rounds: int, as_json: bool) -> int:
         checks_ms = _timed(max(1, rounds // 2), lambda: _check(ota, work))
     size = target.length
     overhead = (verified - plain) / (size / 1e6)
-    swap, steady = _frame_gaps(swap=True), _frame_gaps(swap=False)
+    swap, steady = frame_gap_ms(swap=True), frame_gap_ms(swap=False)
     interval_ms = DETECT_EVERY / FPS * 1e3
     results = {
         "target_bytes": size,
@@ -146,19 +146,15 @@ def _check(ota: OtaConfig, work: Path) -> None:
     assert outcomes[-1].outcome == "activated", outcomes
 
 
-def _frame_gaps(swap: bool, frames: int = 90) -> float:
+def frame_gap_ms(swap: bool, frames: int = 90) -> float:
     """Longest gap (ms) between processed frames at 15 fps; with `swap`, both models are reloaded on
     another thread a second in and swapped in between frames."""
     manifest = Manifest.load(MODELS / "manifest.toml")
     factory = InterpreterFactory(RuntimeConfig(device="cpu", num_threads=1))
 
     def models() -> tuple[Detector, Embedder]:
-        detector = build(
-            "detector", factory.load(manifest, "ssdlite-person-int8"), DetectorConfig(), EmbedderConfig()
-        )
-        embedder = build("embedder", factory.load(manifest, EMBEDDER), DetectorConfig(), EmbedderConfig())
-        assert isinstance(detector, Detector) and isinstance(embedder, Embedder)
-        return detector, embedder
+        detector = make_detector(factory.load(manifest, "ssdlite-person-int8"), DetectorConfig())
+        return detector, Embedder(factory.load(manifest, EMBEDDER), EmbedderConfig())
 
     config = PipelineConfig(detect_every=DETECT_EVERY)
     clock = SystemClock()

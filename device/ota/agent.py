@@ -22,10 +22,10 @@ from device.errors import ApplianceError, RegistryUnavailableError, UpdateBusyEr
 from device.ota.engine import Engine
 from device.ota.health import MIN_INVOKES, HealthWatch
 from device.ota.journal import Outcome
-from device.ota.validate import build
 from device.pipeline import Pipeline
 from device.vision.detector import Detector
 from device.vision.embedder import Embedder
+from device.vision.models import make_adapter
 
 log = logging.getLogger(__name__)
 
@@ -192,9 +192,9 @@ class Agent:
             if current == self.loaded[kind]:
                 continue
             self.engine.journal.reload()  # the CLI wrote it: its health entries are news to us
-            manifest, model_id, version = self.engine.active(kind)
-            model = self.engine.factory.load(manifest, model_id)
-            self._swap(kind, build(kind, model, self.config.detector, self.config.embedder), version)
+            model = self.engine.load(kind)
+            adapter = make_adapter(kind, model, self.config.detector, self.config.embedder)
+            self._swap(kind, adapter, model.entry.version)
             if kind in self.engine.journal.state.health:
                 try:
                     self.engine.start_window(kind)

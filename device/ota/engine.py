@@ -30,7 +30,7 @@ from device.ota.select import Device, Wanted, choose
 from device.ota.slots import Slots, entries_for, write_manifest
 from device.ota.validate import INPUTS_FILE, Validated, validate
 from device.vision.manifest import Manifest
-from device.vision.runtime import InterpreterFactory
+from device.vision.runtime import InterpreterFactory, LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,12 @@ class Engine:
         model_id = self.config.models.detector if kind == "detector" else self.config.models.embedder
         return manifest, model_id, manifest.get(model_id).version
 
+    def load(self, kind: str, factory: InterpreterFactory | None = None) -> LoadedModel:
+        """Load and warm up what `active(kind)` names, with this engine's factory or another (the TPU
+        failover loads on the CPU)."""
+        manifest, model_id, _ = self.active(kind)
+        return (factory or self.factory).load(manifest, model_id)
+
     def device(self, kind: str) -> Device:
         state = self.journal.state
         return Device(
@@ -249,9 +255,7 @@ class Engine:
         self.journal.begin("activate", kind, version)
         faults.checkpoint("activate")
         previous = self.slots.current(kind)
-        self.journal.state.health[kind] = Health(
-            version=version, previous=previous, started=time.time(), running=running
-        )
+        self.journal.state.health[kind] = Health(version=version, started=time.time(), running=running)
         self.journal.save()
         self.slots.activate(kind, version)
         self.journal.end_step()

@@ -41,13 +41,10 @@ class ResumingFetcher(FetcherInterface):
         self.progress = progress
         self._timeout = urllib3.Timeout(connect=timeout_s, read=timeout_s)
         self._http = urllib3.PoolManager(headers={"User-Agent": user_agent}, retries=False)
-        self.resumed_bytes = 0  # for status and the tests
 
     def _fetch(self, url: str) -> Iterator[bytes]:
-        return self._stream(url, {})
-
-    def _stream(self, url: str, headers: dict[str, str]) -> Iterator[bytes]:
-        response = self._request(url, headers)
+        """Metadata: small, fetched whole (download_file below handles targets)."""
+        response = self._request(url, {})
         try:
             yield from response.stream(CHUNK)
         except urllib3.exceptions.HTTPError as exc:
@@ -104,7 +101,6 @@ class ResumingFetcher(FetcherInterface):
             part.unlink(missing_ok=True)
             return self._download_part(url, part, max_length) if have else None
         if have and response.status == 206:
-            self.resumed_bytes += have
             log.info("resuming %s at byte %d", url, have)
         else:
             have = 0  # 200: the server sent the whole file

@@ -6,12 +6,12 @@ so it is always either the old or the new version. It records:
 - `health`: releases activated but not yet confirmed by a health window;
 - `refused`: releases this device rolled back from, never taken again automatically;
 - `pins`: the operator's pinned versions;
-- `history`: the last outcomes, newest last (the status topic shows the newest).
+- `history`: the last outcomes, newest last (the status topic shows the newest);
+- `last_check`: when the repository was last checked (wall clock).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -34,7 +34,6 @@ class Step(BaseModel):
 class Health(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: str
-    previous: str | None  # None: the bundled model
     started: float  # wall clock
     # True while the daemon runs the window. Found True at start-up, the daemon died during the window
     # (crash, kill, power cut): roll back. False: not started yet (`appliance ota` activated it while the
@@ -117,9 +116,6 @@ class Journal:
             "health_windows": {k: h.version for k, h in self.state.health.items()},
             "pins": dict(self.state.pins),
             "refused": list(self.state.refused),
+            "last_check": self.state.last_check,
             "last": None if last is None else last.model_dump(),
         }
-
-
-def dump(state: dict[str, Any]) -> str:
-    return json.dumps(state, indent=2, sort_keys=True)

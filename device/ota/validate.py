@@ -16,8 +16,8 @@ from device.ota.slots import read_manifest
 from device.ota.vectors import compare, unpack_inputs
 from device.vision.detector import Detector
 from device.vision.embedder import Embedder
-from device.vision.models import make_detector
-from device.vision.runtime import InterpreterFactory, LoadedModel
+from device.vision.models import make_adapter
+from device.vision.runtime import InterpreterFactory
 
 INPUTS_FILE = "validation.npz"
 
@@ -25,7 +25,6 @@ INPUTS_FILE = "validation.npz"
 @dataclass
 class Validated:
     release: ReleaseInfo
-    model: LoadedModel
     adapter: Detector | Embedder  # built with the device's config, ready to swap in
 
 
@@ -41,10 +40,10 @@ def validate(
     manifest, entry = read_manifest(directory / "manifest.json")
     try:
         model = factory.load(manifest, entry.id)
-        adapter = build(release.kind, model, detector_config, embedder_config)
+        adapter = make_adapter(release.kind, model, detector_config, embedder_config)
         # Validation uses the default thresholds, which the release tool used too: a device's own
         # score_threshold must not turn a good model into a failed validation.
-        reference = build(release.kind, model, DetectorConfig(), EmbedderConfig())
+        reference = make_adapter(release.kind, model, DetectorConfig(), EmbedderConfig())
     except ModelError as exc:
         raise UpdateError(f"{name} refused: {exc}") from None
     images = unpack_inputs((directory / INPUTS_FILE).read_bytes())
@@ -54,15 +53,4 @@ def validate(
         raise UpdateError(f"{name} failed its validation vectors: {exc}") from None
     except (ModelError, RuntimeError, ValueError) as exc:
         raise UpdateError(f"{name} fails to run its validation inputs: {exc}") from None
-    return Validated(release, model, adapter)
-
-
-def build(
-    kind: str, model: LoadedModel, detector_config: DetectorConfig, embedder_config: EmbedderConfig
-) -> Detector | Embedder:
-    """The adapter for `kind`; ModelMismatchError when the model's tensors do not fit it."""
-    if kind == "embedder":
-        if model.entry.adapter != "embedder":
-            raise ModelError(f"adapter {model.entry.adapter!r} is not an embedder adapter")
-        return Embedder(model, embedder_config)
-    return make_detector(model, detector_config)
+    return Validated(release, adapter)

@@ -20,10 +20,10 @@ from tuf.api.metadata import Metadata, Targets
 from device.config import DetectorConfig, EmbedderConfig, RuntimeConfig
 from device.errors import ConfigError
 from device.ota.release import CUSTOM_KEY, ModelSpec, ReleaseInfo, Validation
-from device.ota.validate import build
 from device.ota.vectors import DETECTOR_TOLERANCE, EMBEDDER_TOLERANCE, pack_inputs, summarise
 from device.vision.images import read_image
 from device.vision.manifest import Manifest, ModelEntry
+from device.vision.models import make_adapter
 from device.vision.preprocess import Image
 from device.vision.runtime import InterpreterFactory
 
@@ -126,7 +126,7 @@ def _spec(entry: ModelEntry, adapter: str | None) -> ModelSpec:
 def _expected(manifest: Manifest, entry: ModelEntry, kind: str, images: list[Image]) -> list[dict[str, Any]]:
     factory = InterpreterFactory(RuntimeConfig(device="cpu", warmup_runs=1))
     model = factory.load(manifest, entry.id)
-    return summarise(build(kind, model, DetectorConfig(), EmbedderConfig()), images)
+    return summarise(make_adapter(kind, model, DetectorConfig(), EmbedderConfig()), images)
 
 
 def _small(image: Image) -> Image:
