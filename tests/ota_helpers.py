@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,8 @@ from release.repository import Repository
 from device.config import Config, load_config
 
 from .conftest import DATA, MODELS
-from .mqtt_helpers import daemon_env
+from .daemons import start_daemon
+from .mqtt_helpers import Collector, daemon_env
 
 EMBEDDER = "efficientnet-lite0-int8"
 PHOTOS = [DATA / "coffee.png", DATA / "chelsea.png"]
@@ -116,14 +118,68 @@ def ota_env(url: str, repo: Repository, state: Path, **extra: str) -> dict[str, 
     }
 
 
-def ota_daemon_env(port: int, url: str, repo: Repository, state: Path, **extra: str) -> dict[str, str]:
-    """The real daemon on the test broker, the demo photos at 15 fps, and OTA from `url`."""
-    return {
-        **daemon_env(port, state, "ota-dev"),
-        **ota_env(url, repo, state),
-        "APPLIANCE_CAMERA__SOURCE": "images:demo?fps=15&seconds=3",
-        **extra,
-    }
+TOPIC = "appliance/ota-dev"
+
+
+@dataclass
+class Rig:
+    """A repository on a real HTTP server, a subscriber on the device's topics, and the daemon's
+    environment; `start()` runs the real daemon, stopped when the rig closes."""
+
+    repo: Repository
+    url: str
+    state: Path
+    env: dict[str, str]
+    collector: Collector
+    log: Path
+    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self) -> subprocess.Popen[bytes]:
+        self.started.append(start_daemon(self.env, log=self.log))
+        return self.started[-1]
+
+    def status(self, predicate: Any, timeout: float, what: str) -> dict[str, Any]:
+        """The first online status that satisfies `predicate`, waiting up to `timeout`."""
+        found: list[dict[str, Any]] = []
+
+        def seen() -> bool:
+            online = (m.json() for m in self.collector.on(f"{TOPIC}/status"))
+            found.extend(s for s in online if s.get("state") == "online" and predicate(s))
+            return bool(found)
+
+        self.collector.wait_for(seen, timeout, what)
+        return found[0]
+
+
+@contextmanager
+def daemon_rig(port: int, tmp_path: Path, repo: Repository, **extra: str) -> Iterator[Rig]:
+    """The daemon on the test broker, the demo photos at 15 fps, OTA from `repo`."""
+    state = tmp_path / "state"
+    with serve(repo.path) as url:
+        env = {
+            **daemon_env(port, state, "ota-dev"),
+            **ota_env(url, repo, state),
+            "APPLIANCE_CAMERA__SOURCE": "images:demo?fps=15&seconds=3",
+            **extra,
+        }
+        rig = Rig(repo, url, state, env, Collector(port, f"{TOPIC}/#"), tmp_path / "daemon.log")
+        try:
+            yield rig
+        finally:
+            for daemon in rig.started:
+                if daemon.poll() is None:
+                    daemon.terminate()
+                    daemon.wait(10)
+            rig.collector.close()
+
+
+def embedder_version(status: dict[str, Any]) -> str:
+    return str(status["models"]["embedder"]["version"])
+
+
+def last_outcome(status: dict[str, Any]) -> str:
+    last = status["ota"].get("last") or {}
+    return str(last.get("outcome", ""))
 
 
 def ota_config(url: str, repo: Repository, state: Path, **extra: str) -> Config:

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,11 +17,20 @@ from device.ota.faults import STEPS
 
 from .broker import Mosquitto
 from .conftest import ROOT
-from .daemons import start_daemon
-from .mqtt_helpers import Collector
-from .ota_helpers import new_repo, ota_config, ota_daemon_env, ota_env, release, serve
+from .ota_helpers import (
+    TOPIC,
+    daemon_rig,
+    embedder_version,
+    last_outcome,
+    new_repo,
+    ota_config,
+    ota_env,
+    release,
+    serve,
+)
 
-TOPIC = "appliance/ota-dev"
+# A window that stays open for the whole test; the first check comes within one 5 s interval.
+WINDOW_OPEN_10_MIN = {"APPLIANCE_OTA__HEALTH_WINDOW_S": "600", "APPLIANCE_OTA__INTERVAL_S": "5"}
 
 
 def ota_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -63,74 +71,31 @@ def test_kill_9_at_each_step_leaves_the_old_or_the_new_model_never_a_broken_one(
     assert not [p for p in staging.iterdir() if p.is_dir() or p.suffix == ".part"]  # cleaned up
 
 
-def wait_status(collector: Collector, predicate: Any, timeout: float, what: str) -> dict[str, Any]:
-    found: list[dict[str, Any]] = []
-
-    def seen() -> bool:
-        for message in collector.on(f"{TOPIC}/status"):
-            status = message.json()
-            if status.get("state") == "online" and predicate(status):
-                found.append(status)
-                return True
-        return False
-
-    collector.wait_for(seen, timeout, what)
-    return found[0]
-
-
-def embedder_version(status: dict[str, Any]) -> str:
-    return str(status["models"]["embedder"]["version"])
-
-
-def last_outcome(status: dict[str, Any]) -> str:
-    last = status["ota"].get("last") or {}
-    return str(last.get("outcome", ""))
-
-
 def test_a_new_embedder_is_swapped_in_without_a_restart_and_confirmed(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
-    repo = new_repo(tmp_path)
-    state = tmp_path / "state"
-    with serve(repo.path) as url:
-        env = ota_daemon_env(
-            broker.port,
-            url,
-            repo,
-            state,
-            APPLIANCE_OTA__INTERVAL_S="3600",
-            APPLIANCE_OTA__HEALTH_WINDOW_S="3",
-            APPLIANCE_OTA__HEALTH_MIN_FRAMES="5",
+    window = {"APPLIANCE_OTA__HEALTH_WINDOW_S": "3", "APPLIANCE_OTA__HEALTH_MIN_FRAMES": "5"}
+    with daemon_rig(broker.port, tmp_path, new_repo(tmp_path), **window) as rig:
+        daemon = rig.start()
+        rig.status(lambda s: embedder_version(s) == "1.0.0", 60, "the daemon online")
+        release(rig.repo)
+        rig.collector.publish("appliance/fleet/release", '{"hint": "new embedder"}')  # only a trigger
+        # Published on activation, after the swap: the new version runs, the window is open.
+        rig.status(
+            lambda s: embedder_version(s) == "1.1.0" and last_outcome(s) == "activated",
+            60,
+            "the new embedder, activated",
         )
-        collector = Collector(broker.port, f"{TOPIC}/#")
-        daemon = start_daemon(env, log=tmp_path / "daemon.log")
-        try:
-            wait_status(collector, lambda s: embedder_version(s) == "1.0.0", 60, "the daemon online")
-            release(repo)
-            collector.publish("appliance/fleet/release", '{"hint": "new embedder"}')  # only a trigger
-            # Published on activation, after the swap: the new version runs, the window is open.
-            wait_status(
-                collector,
-                lambda s: embedder_version(s) == "1.1.0" and last_outcome(s) == "activated",
-                60,
-                "the new embedder, activated",
-            )
-            wait_status(
-                collector, lambda s: last_outcome(s) == "confirmed", 30, "the health window's verdict"
-            )
-            assert daemon.poll() is None  # the same process all along
-            collector.wait_for(
-                lambda: any(
-                    (m.json().get("ota") or {}).get("last", {}).get("outcome") == "confirmed"
-                    for m in collector.on(f"{TOPIC}/stats")
-                ),
-                10,
-                "the outcome in stats too",
-            )
-        finally:
-            daemon.terminate()
-            daemon.wait(10)
-            collector.close()
+        rig.status(lambda s: last_outcome(s) == "confirmed", 30, "the health window's verdict")
+        assert daemon.poll() is None  # the same process all along
+        rig.collector.wait_for(
+            lambda: any(
+                (m.json().get("ota") or {}).get("last", {}).get("outcome") == "confirmed"
+                for m in rig.collector.on(f"{TOPIC}/stats")
+            ),
+            10,
+            "the outcome in stats too",
+        )
     log = (tmp_path / "daemon.log").read_text()
     assert "swapped in between frames" in log and "confirmed" in log
 
@@ -140,35 +105,17 @@ def test_a_crash_during_the_health_window_rolls_back_at_the_next_start(
 ) -> None:
     repo = new_repo(tmp_path)
     release(repo)
-    state = tmp_path / "state"
-    with serve(repo.path) as url:
-        env = ota_daemon_env(
-            broker.port,
-            url,
-            repo,
-            state,
-            APPLIANCE_OTA__HEALTH_WINDOW_S="600",
-            APPLIANCE_OTA__INTERVAL_S="5",  # the first check comes within one interval
-        )
-        collector = Collector(broker.port, f"{TOPIC}/#")
-        first = start_daemon(env, log=tmp_path / "daemon.log")
-        wait_status(collector, lambda s: embedder_version(s) == "1.1.0", 90, "the activation")
+    with daemon_rig(broker.port, tmp_path, repo, **WINDOW_OPEN_10_MIN) as rig:
+        first = rig.start()
+        rig.status(lambda s: embedder_version(s) == "1.1.0", 90, "the activation")
         first.kill()  # inside the 10-minute window
         first.wait(10)
-        second = start_daemon(env, log=tmp_path / "daemon.log")
-        try:
-            status = wait_status(
-                collector,
-                lambda s: last_outcome(s) == "rolled_back" and embedder_version(s) == "1.0.0",
-                60,
-                "the rollback",
-            )
-            assert "health window" in status["ota"]["last"]["reason"]
-        finally:
-            second.terminate()
-            second.wait(10)
-            collector.close()
-    engine = Engine(ota_config(url, repo, state))
+        rig.start()
+        status = rig.status(
+            lambda s: last_outcome(s) == "rolled_back" and embedder_version(s) == "1.0.0", 60, "the rollback"
+        )
+        assert "health window" in status["ota"]["last"]["reason"]
+        engine = Engine(ota_config(rig.url, repo, rig.state))
     assert engine.slots.current("embedder") is None
     assert "efficientnet-lite0-int8@1.1.0" in engine.journal.state.refused  # not taken again
 
@@ -220,41 +167,24 @@ def test_two_updaters_never_run_at_once(tmp_path: Path) -> None:
 def test_an_operator_rolls_back_and_pins_over_mqtt(broker: Mosquitto, tmp_path: Path) -> None:
     repo = new_repo(tmp_path)
     release(repo)
-    state = tmp_path / "state"
-    with serve(repo.path) as url:
-        env = ota_daemon_env(
-            broker.port,
-            url,
-            repo,
-            state,
-            APPLIANCE_OTA__HEALTH_WINDOW_S="600",
-            APPLIANCE_OTA__INTERVAL_S="5",  # the first check comes within one interval
+    with daemon_rig(broker.port, tmp_path, repo, **WINDOW_OPEN_10_MIN) as rig:
+        daemon = rig.start()
+        rig.status(lambda s: embedder_version(s) == "1.1.0", 60, "the activation")
+        rig.collector.publish(f"{TOPIC}/cmd/ota-pin", '{"kind": "camera"}')  # malformed: ignored
+        rig.collector.publish(f"{TOPIC}/cmd/ota-rollback", '{"kind": "embedder"}')
+        status = rig.status(
+            lambda s: last_outcome(s) == "rolled_back" and embedder_version(s) == "1.0.0",
+            30,
+            "the operator's rollback",
         )
-        collector = Collector(broker.port, f"{TOPIC}/#")
-        daemon = start_daemon(env, log=tmp_path / "daemon.log")
-        try:
-            wait_status(collector, lambda s: embedder_version(s) == "1.1.0", 60, "the activation")
-            collector.publish(f"{TOPIC}/cmd/ota-pin", '{"kind": "camera"}')  # malformed: ignored
-            collector.publish(f"{TOPIC}/cmd/ota-rollback", '{"kind": "embedder"}')
-            status = wait_status(
-                collector,
-                lambda s: last_outcome(s) == "rolled_back" and embedder_version(s) == "1.0.0",
-                30,
-                "the operator's rollback",
-            )
-            assert "operator command" in status["ota"]["last"]["reason"]
-            collector.publish(f"{TOPIC}/cmd/ota-pin", '{"kind": "embedder", "version": "1.1.0"}')
-            wait_status(
-                collector,
-                lambda s: s["ota"]["pins"] == {"embedder": "1.1.0"} and embedder_version(s) == "1.1.0",
-                30,
-                "the pinned version, taken again despite the earlier rollback",
-            )
-            assert daemon.poll() is None
-        finally:
-            daemon.terminate()
-            daemon.wait(10)
-            collector.close()
+        assert "operator command" in status["ota"]["last"]["reason"]
+        rig.collector.publish(f"{TOPIC}/cmd/ota-pin", '{"kind": "embedder", "version": "1.1.0"}')
+        rig.status(
+            lambda s: s["ota"]["pins"] == {"embedder": "1.1.0"} and embedder_version(s) == "1.1.0",
+            30,
+            "the pinned version, taken again despite the earlier rollback",
+        )
+        assert daemon.poll() is None
     assert (
         "ignored malformed message on appliance/ota-dev/cmd/ota-pin: kind"
         in (tmp_path / "daemon.log").read_text()

@@ -17,10 +17,7 @@ from device.vision.runtime import LoadedModel
 from device.vision.tracker import Tracker
 
 from .broker import Mosquitto
-from .daemons import start_daemon
-from .mqtt_helpers import Collector
-from .ota_helpers import new_repo, ota_daemon_env, release, serve
-from .test_ota_daemon import TOPIC, last_outcome, wait_status
+from .ota_helpers import daemon_rig, last_outcome, new_repo, release
 
 OTA = OtaConfig(health_window_s=60, health_min_frames=10, max_errors=3, latency_regression=1.5)
 
@@ -93,28 +90,17 @@ def test_the_daemon_rolls_back_a_detector_that_is_much_slower(broker: Mosquitto,
     the next detector; its health window measures both and rolls it back."""
     repo = new_repo(tmp_path)
     release(repo, "2.0.0", model_id="centernet-coco-float")
-    state = tmp_path / "state"
-    with serve(repo.path) as url:
-        env = ota_daemon_env(
-            broker.port,
-            url,
-            repo,
-            state,
-            APPLIANCE_MODELS__DETECTOR="ssdlite-person-int8",
-            APPLIANCE_OTA__KINDS='["detector"]',
-            APPLIANCE_OTA__HEALTH_WINDOW_S="4",
-            APPLIANCE_OTA__INTERVAL_S="5",  # the first check comes within one interval
-            APPLIANCE_OTA__HEALTH_MIN_FRAMES="10",
-        )
-        collector = Collector(broker.port, f"{TOPIC}/#")
-        daemon = start_daemon(env, log=tmp_path / "daemon.log")
-        try:
-            status = wait_status(collector, lambda s: last_outcome(s) == "rolled_back", 90, "the rollback")
-            assert "latency regression" in status["ota"]["last"]["reason"]
-            assert status["models"]["detector"]["id"] == "ssdlite-person-int8"
-            assert daemon.poll() is None
-        finally:
-            daemon.terminate()
-            daemon.wait(10)
-            collector.close()
+    env = {
+        "APPLIANCE_MODELS__DETECTOR": "ssdlite-person-int8",
+        "APPLIANCE_OTA__KINDS": '["detector"]',
+        "APPLIANCE_OTA__HEALTH_WINDOW_S": "4",
+        "APPLIANCE_OTA__INTERVAL_S": "5",  # the first check comes within one interval
+        "APPLIANCE_OTA__HEALTH_MIN_FRAMES": "10",
+    }
+    with daemon_rig(broker.port, tmp_path, repo, **env) as rig:
+        daemon = rig.start()
+        status = rig.status(lambda s: last_outcome(s) == "rolled_back", 90, "the rollback")
+        assert "latency regression" in status["ota"]["last"]["reason"]
+        assert status["models"]["detector"]["id"] == "ssdlite-person-int8"
+        assert daemon.poll() is None
     assert "centernet-coco-float 2.0.0 ready" in (tmp_path / "daemon.log").read_text()
