@@ -62,9 +62,6 @@ def add_release(
     if not images:
         raise ConfigError("give at least one --photo for the validation vectors")
     expected = new.expected if new.expected is not None else _expected(manifest, entry, kind, images)
-    work = repo.path / "work" / base
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "validation.npz").write_bytes(pack_inputs(images))
     targets = repo.targets()
     model_file = new.model_file or Path(entry.file)
     info = ReleaseInfo(
@@ -86,7 +83,8 @@ def add_release(
     if edit is not None:
         edit(fields)
     custom = {CUSTOM_KEY: encode(fields)}
-    _add_files(repo, targets.signed, info, (entry, manifest), work)
+    repo.add_data(targets.signed, info.validation.inputs, pack_inputs(images))
+    _add_files(repo, targets.signed, info, entry, manifest)
     path = f"{base}/{model_file.name}"
     repo.add_file(targets.signed, path, model_file, custom)
     repo.publish(targets)
@@ -104,10 +102,9 @@ def decode(value: str) -> dict[str, Any]:
 
 
 def _add_files(
-    repo: Repository, targets: Targets, info: ReleaseInfo, source: tuple[ModelEntry, Manifest], work: Path
+    repo: Repository, targets: Targets, info: ReleaseInfo, entry: ModelEntry, manifest: Manifest
 ) -> None:
-    entry, manifest = source
-    repo.add_file(targets, info.validation.inputs, work / "validation.npz")
+    """The labels and the CPU twin, when the release has them."""
     if info.labels and entry.labels:
         repo.add_file(targets, info.labels, Path(entry.labels))
     if info.cpu_twin and entry.cpu_twin:

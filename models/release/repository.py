@@ -101,22 +101,25 @@ class Repository:
         self, targets: Targets, target_path: str, local: Path, custom: dict[str, Any] | None = None
     ) -> TargetFile:
         """Copy `local` in under its hash and list it in `targets`."""
+        return self.add_data(targets, target_path, local.read_bytes(), custom)
+
+    def add_data(
+        self, targets: Targets, target_path: str, data: bytes, custom: dict[str, Any] | None = None
+    ) -> TargetFile:
+        """Write `data` in under its hash and list it in `targets`."""
         check_target_path(target_path)
-        target = TargetFile.from_file(target_path, str(local), ["sha256"])
+        target = TargetFile.from_data(target_path, data, ["sha256"])
         if custom is not None:
             target.unrecognized_fields["custom"] = custom
         directory, _, name = target_path.rpartition("/")
         destination = self.targets_dir / directory / f"{target.hashes['sha256']}.{name}"
         destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(local, destination)
+        destination.write_bytes(data)
         targets.targets[target_path] = target
         return target
 
     def _set_index(self, targets: Targets, releases: list[str]) -> None:
-        index = self.path / "work" / INDEX
-        index.parent.mkdir(parents=True, exist_ok=True)
-        index.write_text(json.dumps({"releases": sorted(releases)}, indent=1))
-        self.add_file(targets, INDEX, index)
+        self.add_data(targets, INDEX, json.dumps({"releases": sorted(releases)}, indent=1).encode())
 
     def publish(
         self, targets: Metadata[Targets], bump: bool = True, expires: dict[str, timedelta] | None = None
