@@ -143,6 +143,7 @@ def test_an_operator_pins_a_version_and_rolls_back_from_the_cli(tmp_path: Path) 
     text = ota_cli(env, "status").stdout
     assert "embedder  efficientnet-lite0-int8 1.1.0 (slot 1.1.0; previous: bundled)" in text
     assert "health window open  pinned to 1.1.0" in text and "last      activated embedder 1.1.0" in text
+    assert "\nchecked   20" in text  # when the repository was last checked
     rolled = ota_cli(env, "rollback", "embedder")
     assert rolled.returncode == 0 and "rolled_back" in rolled.stdout
     status = json.loads(ota_cli(env, "status", "--json").stdout)

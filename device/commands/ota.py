@@ -105,14 +105,20 @@ def _status_text(status: dict[str, Any]) -> str:
         )
     if status.get("refused"):
         lines.append(f"refused   {', '.join(status['refused'])} (rolled back from on this device)")
+    if status.get("last_check"):
+        lines.append(f"checked   {_when(status['last_check'])}")
     if status.get("last"):
         lines.append(f"last      {_outcome_text(status['last'])}")
     return "\n".join(lines)
 
 
+def _when(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
 def _outcome_text(outcome: dict[str, Any]) -> str:
     if "outcome" not in outcome:  # a pin
         return "  ".join(f"{k}={v}" for k, v in outcome.items() if v is not None)
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(outcome["at"])) if outcome.get("at") else ""
+    when = _when(outcome["at"]) if outcome.get("at") else ""
     what = " ".join(str(outcome[k]) for k in ("outcome", "kind", "version") if outcome.get(k))
     return f"{what}{' at ' + when if when else ''}{': ' + outcome['reason'] if outcome.get('reason') else ''}"
