@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -161,3 +164,88 @@ def test_dry_run_with_signed_model_updates(tmp_path: Path) -> None:
 def test_bad_arguments_say_what_is_wrong(args: list[str], error: str) -> None:
     result = provision(*args)
     assert result.returncode == 64 and error in result.stderr
+
+
+def boot_partition(tmp_path: Path, broker: str) -> Path:
+    """What an operator copies to the SD card's boot partition: identity, env and a real EC key."""
+    boot = tmp_path / "boot" / "appliance"
+    boot.mkdir(parents=True)
+    subprocess.run(
+        [
+            "openssl",
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            str(boot / "device.key"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (boot / "device.key").chmod(0o755)  # what vfat's default fmask shows for every file
+    for name in ("ca.crt", "device.crt"):
+        (boot / name).write_text("certificate\n")
+    (boot / "appliance.env").write_text(f"DEVICE_ID=shop-7-cam-1\nBROKER={broker}\nTPU=0\n")
+    return boot
+
+
+def firstboot(boot: Path, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {
+        "PATH": os.environ["PATH"],
+        "BOOT": str(boot),
+        "SECRETS_DIR": str(tmp_path / "secrets"),
+        "FIRSTBOOT_LOG": str(tmp_path / "firstboot.log"),
+        **env,
+    }
+    script = ROOT / "deploy" / "firstboot" / "firstboot.sh"
+    return subprocess.run(["bash", str(script)], env=environ, capture_output=True, text=True, check=False)
+
+
+def assert_staged(staged: Path, key: bytes) -> None:
+    assert staged.read_bytes() == key
+    assert stat.S_IMODE(staged.stat().st_mode) == 0o600 and staged.stat().st_uid == os.getuid()
+    assert stat.S_IMODE(staged.parent.stat().st_mode) == 0o700 and staged.parent.stat().st_uid == os.getuid()
+    assert [p.name for p in staged.parent.iterdir()] == ["device.key"]  # no temporary copy left behind
+
+
+def test_a_failed_first_boot_leaves_no_key_on_the_boot_partition(tmp_path: Path) -> None:
+    # provision.sh itself refuses this broker URL (exit 64), after firstboot.sh has started.
+    boot = boot_partition(tmp_path, "http://broker.site.lan")
+    key = (boot / "device.key").read_bytes()
+    result = firstboot(boot, tmp_path)
+    assert not (boot / "device.key").exists(), "the device key is still on the FAT boot partition"
+    log = (tmp_path / "firstboot.log").read_text()
+    assert result.returncode == 64, log
+    staged = tmp_path / "secrets" / "device.key"
+    assert_staged(staged, key)
+    assert "--broker must be" in log and f"FAILED (exit 64); the device key is kept in {staged}" in log
+
+    # The operator fixes appliance.env and runs firstboot.sh again: it provisions with the kept key
+    # (provision.sh for real, as a dry run, since this machine is not a device) and then drops the copy.
+    (boot / "appliance.env").write_text("DEVICE_ID=shop-7-cam-1\nBROKER=mqtts://broker.site.lan:8883\n")
+    wrapper = tmp_path / "provision-dry-run.sh"
+    wrapper.write_text(
+        f'#!/bin/sh\nexec {ROOT / "deploy" / "provision.sh"} --dry-run --platform debian "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    retry = firstboot(boot, tmp_path, PROVISION=str(wrapper))
+    log = (tmp_path / "firstboot.log").read_text()
+    assert retry.returncode == 0, log
+    assert f"install -D -m 0640 -g appliance {staged} /etc/appliance/certs/device.key" in log
+    assert not staged.exists() and "firstboot: done" in log
+
+
+def test_cloud_init_takes_the_key_off_the_boot_partition_before_anything_else(tmp_path: Path) -> None:
+    # Unpacking the release can fail too (a truncated tarball, a full card): the key moves first.
+    lines = (ROOT / "deploy" / "firstboot" / "user-data").read_text().split("\nruncmd:\n")[1]
+    commands = [json.loads(line.strip()[2:]) for line in lines.splitlines() if line.startswith("  - ")]
+    assert len(commands) == 2 and "tar " not in commands[0][2] and "tar " in commands[1][2]
+    boot = boot_partition(tmp_path, "mqtts://broker.site.lan:8883")
+    key = (boot / "device.key").read_bytes()
+    environ = {"PATH": os.environ["PATH"], "BOOT": str(boot), "SECRETS_DIR": str(tmp_path / "secrets")}
+    result = subprocess.run(commands[0], env=environ, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert not (boot / "device.key").exists()
+    assert_staged(tmp_path / "secrets" / "device.key", key)
