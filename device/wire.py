@@ -28,7 +28,9 @@ real value of element i = (values[i] - zero_point) * scale.
 
 from __future__ import annotations
 
+import math
 import struct
+import unicodedata
 from dataclasses import dataclass
 
 MAGIC = b"AOBJ"
@@ -107,8 +109,10 @@ class ObjectMessage:
 
 
 def encode(message: ObjectMessage) -> bytes:
-    """The v1 payload for `message`; WireError when a field does not fit its encoding."""
+    """The v1 payload for `message`; WireError when a field does not fit its encoding or holds a value
+    a receiver would refuse (the same rules as decode)."""
     _check_ranges(message)
+    check_values(message)
     header = _HEADER.pack(
         MAGIC,
         VERSION,
@@ -151,7 +155,7 @@ def decode(payload: bytes) -> ObjectMessage:
     offset += _VECTOR.size
     if len(payload) != offset + dim:
         raise WireError(f"vector of dimension {dim} needs {offset + dim} bytes, payload has {len(payload)}")
-    return ObjectMessage(
+    message = ObjectMessage(
         seq=seq,
         captured_us=captured,
         track_id=track,
@@ -166,6 +170,35 @@ def decode(payload: bytes) -> ObjectMessage:
         vector=bytes(payload[offset:]),
         flags=flags,
     )
+    check_values(message)
+    return message
+
+
+def check_values(m: ObjectMessage) -> None:
+    """The rules every receiver applies (docs/wire.md, "What a receiver refuses"). A NaN or an infinity
+    in a float would otherwise flow into a quote (an infinite scale priced as "ok") or into JSON that
+    no parser reads; a chained comparison is False for NaN, so each check also refuses NaN."""
+    if not 0.0 <= m.score <= 1.0:
+        raise WireError(f"score = {m.score} is not a number in 0..1")
+    x1, y1, x2, y2 = m.box
+    if not all(0.0 <= v <= 1.0 for v in m.box):
+        raise WireError(f"box = {list(m.box)} has a value that is not a number in 0..1")
+    if x1 > x2 or y1 > y2:
+        raise WireError(f"box = {list(m.box)} is inverted: x1 <= x2 and y1 <= y2 are required")
+    if not (math.isfinite(m.scale) and m.scale > 0.0):
+        raise WireError(f"vector scale = {m.scale} must be a finite number above 0")
+    if not m.vector:
+        raise WireError("vector dimension is 0: an object message carries at least one value")
+    for name, text in (("label", m.label), ("model_id", m.model_id), ("model_version", m.model_version)):
+        if not text:
+            raise WireError(f"{name} is empty")
+        if any(unicodedata.category(c) in _REFUSED_CATEGORIES for c in text):
+            raise WireError(f"{name} {text!r} contains a control, format or unassigned character")
+
+
+# Cc control, Cf format (U+FEFF, bidi overrides, zero-width joiners), Cs surrogates, Cn unassigned:
+# none belongs in a label or a model name, and each can hide what a log line or a UI shows.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Cn"})
 
 
 def _text(name: str, value: str) -> bytes:

@@ -69,8 +69,13 @@ class Catalog:
 
 
 def normalise_int8(values: npt.NDArray[np.int8], scale: float, zero_point: int) -> npt.NDArray[np.int8]:
-    """Dequantise, L2-normalise and re-quantise symmetrically: cosine becomes a plain int8 dot product."""
-    real = (values.astype(np.float32) - zero_point) * scale
+    """Dequantise, L2-normalise and re-quantise symmetrically: cosine becomes a plain int8 dot product.
+
+    A positive scale cancels in the normalisation, so it is left out: multiplying by it could only
+    overflow float32 (a scale of 1e38 did) without changing the direction. device.wire refuses a scale
+    that is not finite and above 0."""
+    del scale
+    real = values.astype(np.float32) - zero_point
     norm = float(np.linalg.norm(real))
     unit = real / norm if norm > 0 else real
     quantised: npt.NDArray[np.int8] = np.clip(np.rint(unit * 127.0), -127, 127).astype(np.int8)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.wire import ObjectMessage, decode, encode
+from device.wire import ObjectMessage, WireError, decode, encode
 from pricing.build import build_from_csv, load_embedder
 from pricing.catalog import CatalogInfo, Item, load_catalog, write_catalog
 from pricing.catalogs import Catalogs
@@ -148,6 +148,32 @@ def test_duplicates_are_answered_once(hand_made: Pricer) -> None:
     assert svc.handle(request(payload)) is None
     assert svc.handle(request(payload, device="shop-2")) is not None  # another device's seq 7
     assert svc.counts["duplicates"] == 1
+
+
+def _with_scale(payload: bytes, scale: float) -> bytes:
+    data = bytearray(payload)
+    struct.pack_into("<f", data, len(payload) - 4 - 2 - 2 - 4, scale)  # 4-d vector, dim, zero point, scale
+    return bytes(data)
+
+
+@pytest.mark.parametrize("scale", [math.inf, -math.inf, math.nan, 0.0, -0.01])
+def test_a_vector_with_a_scale_that_is_not_a_positive_number_is_refused_never_quoted(
+    hand_made: Pricer, scale: float
+) -> None:
+    svc = service(hand_made)
+    bad = _with_scale(encode(query(unit_at(0))), scale)
+    with pytest.raises(WireError, match="scale"):
+        decode(bad)
+    assert svc.handle(request(bad)) is None
+    assert svc.counts["rejected_malformed"] == 1 and svc.counts["ok"] == 0
+
+
+def test_a_huge_scale_gives_the_same_quote_as_a_small_one(hand_made: Pricer) -> None:
+    """Cosine does not depend on a positive scale; 1e38 used to overflow float32 into NaN."""
+    small = hand_made.quote(query(unit_at(10)))
+    huge = hand_made.quote(replace(query(unit_at(10)), scale=1e38))
+    tiny = hand_made.quote(replace(query(unit_at(10)), scale=1e-38))
+    assert small.status == "ok" and huge == small and tiny == small
 
 
 def test_ten_thousand_random_and_mutated_payloads_never_crash(hand_made: Pricer) -> None:

@@ -69,7 +69,7 @@ def test_full_size_message_fits_the_budget() -> None:
 
 def test_round_trip_keeps_every_field() -> None:
     message = decode(golden("small")[0])
-    changed = replace(message, seq=2**64 - 1, track_id=0, label="", model_version="x" * 255)
+    changed = replace(message, seq=2**64 - 1, track_id=0, label="x", model_version="x" * 255)
     assert decode(encode(changed)) == changed
 
 
@@ -89,6 +89,80 @@ def test_malformed_payloads_say_what_is_wrong(mutate: object, error: str) -> Non
     payload = golden("small")[0]
     with pytest.raises(WireError, match=error):
         decode(mutate(payload))  # type: ignore[operator]
+
+
+def _patched(payload: bytes, fmt: str, offset: int, *values: float) -> bytes:
+    data = bytearray(payload)
+    struct.pack_into(fmt, data, offset, *values)
+    return bytes(data)
+
+
+NAN, INF = float("nan"), float("inf")
+SCALE_AT = -8 - 8  # the small vector: scale (f32), zero point, dim, then 8 values
+
+
+@pytest.mark.parametrize(
+    ("patch", "error"),
+    [
+        (("<f", 28, NAN), "score = nan"),
+        (("<f", 28, INF), "score = inf"),
+        (("<f", 28, 1.5), "score = 1.5"),
+        (("<f", 28, -0.25), "score = -0.25"),
+        (("<f", 32, NAN), "box = .nan"),
+        (("<f", 36, -INF), "box = .*-inf"),
+        (("<f", 44, 1.25), "not a number in 0..1"),
+        (("<4f", 32, 0.75, 0.25, 0.5, 0.875), "inverted"),
+        (("<4f", 32, 0.125, 0.875, 0.5, 0.25), "inverted"),
+        (("<f", SCALE_AT, INF), "scale = inf"),
+        (("<f", SCALE_AT, -INF), "scale = -inf"),
+        (("<f", SCALE_AT, NAN), "scale = nan"),
+        (("<f", SCALE_AT, 0.0), "scale = 0.0"),
+        (("<f", SCALE_AT, -0.5), "scale = -0.5"),
+    ],
+)
+def test_receivers_refuse_nan_infinity_and_out_of_range_floats(patch: tuple[object, ...], error: str) -> None:
+    payload = golden("small")[0]
+    fmt, offset, *values = patch
+    offset = offset if offset >= 0 else len(payload) + offset  # type: ignore[operator]
+    bad = _patched(payload, fmt, offset, *values)  # type: ignore[arg-type]
+    with pytest.raises(WireError, match=error):
+        decode(bad)
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"label": ""}, "label is empty"),
+        ({"model_id": ""}, "model_id is empty"),
+        ({"model_version": ""}, "model_version is empty"),
+        ({"label": "cup\ufeff"}, "label .* contains a control"),
+        ({"label": "cup\x00"}, "label .* contains a control"),
+        ({"model_id": "a\u202eb"}, "model_id .* contains a control"),
+        ({"vector": b""}, "dimension is 0"),
+        ({"scale": INF}, "scale = inf"),
+        ({"score": NAN}, "score = nan"),
+    ],
+)
+def test_the_encoder_applies_the_receivers_rules(change: dict[str, object], error: str) -> None:
+    """A device never sends what a receiver refuses; the same function judges both sides."""
+    message = replace(decode(golden("small")[0]), **change)  # type: ignore[arg-type]
+    with pytest.raises(WireError, match=error):
+        encode(message)
+    with pytest.raises(WireError, match=error):  # the same payload built by hand: decode refuses it
+        decode(_hand_built(message, golden("small")[0]))
+
+
+def _hand_built(message: ObjectMessage, valid: bytes) -> bytes:
+    """`message`'s bytes without the encoder's checks: the header of a valid payload with the floats,
+    texts and vector of `message` put in by hand."""
+    head = bytearray(valid[:48])
+    struct.pack_into("<f4f", head, 28, message.score, *message.box)
+    texts = b"".join(
+        bytes([len(t.encode())]) + t.encode()
+        for t in (message.label, message.model_id, message.model_version)
+    )
+    vector = struct.pack("<fhH", message.scale, message.zero_point, len(message.vector)) + message.vector
+    return bytes(head) + texts + vector
 
 
 def test_encoder_refuses_values_that_do_not_fit() -> None:
@@ -141,6 +215,21 @@ def test_cli_rejects_garbage_on_stdin(tmp_path: Path) -> None:
     assert b"not an object message" in result.stderr and b"Traceback" not in result.stderr
     assert appliance("wire", "--help").returncode == 0
     assert CONTENT_TYPE.endswith(".v1")
+
+
+def test_cli_refuses_a_message_with_an_infinite_scale_instead_of_printing_invalid_json() -> None:
+    payload = golden("small")[0]
+    bad = _patched(payload, "<f", len(payload) + SCALE_AT, INF)
+    result = subprocess.run(
+        [sys.executable, "-m", "device", "wire", "decode"],
+        input=bad,
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 66, result.stdout
+    assert b"scale = inf" in result.stderr and result.stdout == b""
 
 
 @pytest.mark.parametrize("name", NAMES)

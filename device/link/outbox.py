@@ -26,7 +26,7 @@ from device.config import OutboxConfig
 from device.link.outbox_store import open_reader, open_store, quarantine
 from device.link.sequence import SeqFloor
 from device.metrics import Percentiles
-from device.wire import ObjectMessage, encode
+from device.wire import ObjectMessage, WireError, encode
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class OutboxStats:
     depth: int
     bytes: int
     oldest_age_s: float
-    drops: dict[str, int]  # by reason: oldest_evicted, full, expired, disk_full, corrupt
+    drops: dict[str, int]  # by reason: oldest_evicted, full, expired, disk_full, corrupt, invalid
     enqueue_p99_ms: float | None
     quarantined: list[str]
     last_error: str
@@ -135,6 +135,10 @@ class Outbox:
             seq = self._next
             stored = message.with_seq(seq)
             payload = encode(stored)
+        except WireError as exc:  # a value no receiver would take (docs/wire.md): never stored
+            self._drop("invalid", f"object message not stored: {exc}")
+            return None
+        try:
             if not self._make_room(len(payload)):
                 self._drop("full", f"outbox full ({self._bytes} bytes); rejecting new messages")
                 return None
