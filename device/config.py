@@ -1,9 +1,13 @@
 """Typed configuration: a TOML file, then APPLIANCE_* environment variables on top.
 
 Environment overrides use `__` between section and key, e.g. APPLIANCE_RUNTIME__DEVICE=usb:0 sets
-`[runtime] device`. Values from the environment are parsed as TOML values when they parse (numbers,
-booleans, arrays) and taken as plain strings otherwise, so `APPLIANCE_DETECTOR__CLASSES='["person"]'`
-works. We merge by hand instead of using pydantic-settings so that every error can say where the bad
+`[runtime] device`. An environment value is always a string, so it is converted for its key before
+validation: a text or path key takes it as it is (APPLIANCE_DEVICE_ID=1234 is the id "1234"), any other
+key parses it as a TOML value (numbers, booleans, arrays: `APPLIANCE_DETECTOR__CLASSES='["person"]'`).
+
+Validation is strict: a value of the wrong type is an error, not coerced (`port = "1883"` and
+`tls = "yes"` are refused), floats must be finite, and TOML arrays are the only way to write a list.
+We merge by hand instead of using pydantic-settings so that every error can say where the bad
 value came from (which file, or which environment variable), which is what an operator needs to fix it.
 """
 
@@ -13,19 +17,47 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from types import NoneType, UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from device.errors import ConfigError
 from device.vision.devicespec import parse_device_spec
 
 ENV_PREFIX = "APPLIANCE_"
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+# Ids a device must not take: `fleet` is the topic level every device reads release notices from
+# (<prefix>/fleet/release, docs/topics.md), the others are the broker ACL's and the PKI's own identities
+# (deploy/mosquitto/acl, deploy/pki.sh). Compared without case, so that `FLEET` cannot pass for another.
+RESERVED_DEVICE_IDS = frozenset({"fleet", "pricing-service", "fleet-admin", "broker", "ca"})
+# Far above any camera frame (a 12 Mpx phone photo, a 4096x4096 frame) and far below what would exhaust
+# a 2 GB Pi: decoding takes about 6 bytes per pixel (BGR, then RGB).
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+HOUR = 3600.0
+# A file path is written as a TOML string; strict mode alone would only take a Path object.
+PathValue = Annotated[Path, Strict(False)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _arrays_are_tuples(cls, data: Any) -> Any:
+        # TOML arrays arrive as lists; the frozen sections keep tuples, which strict mode will not
+        # convert by itself.
+        if isinstance(data, dict):
+            return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return data
 
 
 class RuntimeConfig(_Section):
@@ -46,7 +78,7 @@ class RuntimeConfig(_Section):
 
 
 class ModelsConfig(_Section):
-    manifest: Path = DEFAULT_MODELS_DIR / "manifest.toml"
+    manifest: PathValue = DEFAULT_MODELS_DIR / "manifest.toml"
     detector: str = "centernet-coco-float"
     embedder: str = "efficientnet-lite0-int8"
 
@@ -71,7 +103,10 @@ class CameraConfig(_Section):
     width: int = Field(default=640, ge=32, le=4096)
     height: int = Field(default=480, ge=32, le=4096)
     # Reopen a failed source after 1, 2, 4 ... s, at most this long apart.
-    reopen_max_s: float = Field(default=30.0, gt=0)
+    reopen_max_s: float = Field(default=30.0, gt=0, le=HOUR)
+    # The most pixels an image file may declare in its header (the image-folder source, `appliance
+    # detect` and `embed`): larger ones are refused before they are decoded (device/vision/images.py).
+    max_image_pixels: int = Field(default=DEFAULT_MAX_IMAGE_PIXELS, ge=1, le=2**30)
 
 
 class PipelineConfig(_Section):
@@ -98,18 +133,21 @@ class TrackerConfig(_Section):
 class MqttConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
-    topic_prefix: str = Field(default="appliance", pattern=r"^[A-Za-z0-9_/-]{1,64}$")
+    # Topic levels of letters, digits, _ and -, joined by single slashes: no empty level, no wildcard.
+    topic_prefix: str = Field(
+        default="appliance", max_length=64, pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
+    )
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     username: str | None = None
     # The password lives in its own file (mode 0600), never in this config or the logs.
-    password_file: Path | None = None
+    password_file: PathValue | None = None
     tls: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    ca_file: PathValue | None = None
+    cert_file: PathValue | None = None
+    key_file: PathValue | None = None
     # Reconnect after min, 2*min, 4*min ... up to max seconds, each with +-jitter (a fraction).
-    reconnect_min_s: float = Field(default=0.5, gt=0)
-    reconnect_max_s: float = Field(default=30.0, gt=0)
+    reconnect_min_s: float = Field(default=0.5, gt=0, le=HOUR)
+    reconnect_max_s: float = Field(default=30.0, gt=0, le=HOUR)
     reconnect_jitter: float = Field(default=0.2, ge=0.0, le=1.0)
     stats_interval_s: float = Field(default=10.0, gt=0)
 
@@ -145,7 +183,7 @@ class GovernorConfig(_Section):
     hysteresis_c: float = Field(default=3.0, ge=0)
     dwell_s: float = Field(default=30.0, ge=0)
     battery_low_percent: float = Field(default=20.0, ge=0, le=100)
-    sysfs_root: Path = Path("/sys")
+    sysfs_root: PathValue = Path("/sys")
 
 
 class OtaConfig(_Section):
@@ -156,7 +194,7 @@ class OtaConfig(_Section):
     repository_url: str = ""
     # The repository's root.json, installed at provisioning: the chain of trust starts here, never at
     # whatever the network serves.
-    trusted_root: Path | None = None
+    trusted_root: PathValue | None = None
     channel: str = Field(default="stable", pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
     kinds: tuple[Literal["detector", "embedder"], ...] = ("detector", "embedder")
     interval_s: float = Field(default=3600.0, gt=0)
@@ -177,10 +215,11 @@ class OtaConfig(_Section):
 
 
 class Config(_Section):
+    # One MQTT topic level (no /, +, # or $), and not one of RESERVED_DEVICE_IDS.
     device_id: str = Field(default="demo-001", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Persistent state: sequence numbers, (later) the outbox and model slots.
-    state_dir: Path = Path("/var/lib/appliance")
+    state_dir: PathValue = Path("/var/lib/appliance")
     runtime: RuntimeConfig = RuntimeConfig()
     models: ModelsConfig = ModelsConfig()
     detector: DetectorConfig = DetectorConfig()
@@ -193,6 +232,14 @@ class Config(_Section):
     governor: GovernorConfig = GovernorConfig()
     ota: OtaConfig = OtaConfig()
 
+    @field_validator("device_id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value.lower() in RESERVED_DEVICE_IDS:
+            names = ", ".join(sorted(RESERVED_DEVICE_IDS))
+            raise ValueError(f"{value!r} is reserved for the fleet's own topics and identities ({names})")
+        return value
+
 
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Read `path` (if given), apply APPLIANCE_* overrides, validate. Raises ConfigError."""
@@ -202,7 +249,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     for name, raw in env.items():
         if name.startswith(ENV_PREFIX) and name != ENV_PREFIX + "CONFIG":
             keys = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
-            _set_nested(data, keys, _parse_env_value(raw))
+            _set_nested(data, keys, _parse_env_value(keys, raw))
             origins[keys] = f"environment variable {name}"
     try:
         config = Config.model_validate(data)
@@ -219,15 +266,48 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist; pass an existing file") from None
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not valid UTF-8 TOML (byte {exc.start} is not UTF-8): "
+            "is it the right file? Save it as UTF-8 text"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
-def _parse_env_value(raw: str) -> Any:
+def _parse_env_value(keys: tuple[str, ...], raw: str) -> Any:
+    """An environment string converted for the key it sets, so that strict validation sees the type
+    the key needs (an unknown key keeps the string; validation names it)."""
+    if _takes_text(keys):
+        return raw
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
+
+
+def _takes_text(keys: tuple[str, ...]) -> bool:
+    model: type[BaseModel] = Config
+    for key in keys[:-1]:
+        field = model.model_fields.get(key)
+        section = field.annotation if field is not None else None
+        if not (isinstance(section, type) and issubclass(section, BaseModel)):
+            return False
+        model = section
+    field = model.model_fields.get(keys[-1])
+    return field is not None and _is_text(field.annotation)
+
+
+def _is_text(annotation: Any) -> bool:
+    """str, Path, a Literal of strings, or an optional one of those."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return all(isinstance(arg, str) for arg in args)
+    if origin in (Union, UnionType):
+        return all(arg is NoneType or _is_text(arg) for arg in args)
+    if origin is Annotated:
+        return _is_text(args[0])
+    return annotation in (str, Path)
 
 
 def _set_nested(data: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:

@@ -85,3 +85,10 @@ class RegistryUnavailableError(ApplianceError):
     """The model repository cannot be reached. The current model keeps running; the next check retries."""
 
     exit_code = EX_UNAVAILABLE
+
+
+class ManifestError(ModelError):
+    """The model manifest cannot be read (missing, not UTF-8 TOML, invalid). Like a bad config, a restart
+    will not fix it, so it exits EX_CONFIG; it stays a ModelError for callers that catch those."""
+
+    exit_code = EX_CONFIG

@@ -45,6 +45,11 @@ def load_service_config(path: Path | None, overrides: dict[str, object]) -> Serv
     if path is not None:
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ServiceConfigError(
+                f"config file {path} is not valid UTF-8 TOML (byte {exc.start} is not UTF-8); "
+                "save it as UTF-8 text"
+            ) from None
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ServiceConfigError(f"config file {path} cannot be read: {exc}") from None
     data.update({k: v for k, v in overrides.items() if v is not None})

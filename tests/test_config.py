@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 from device.config import load_config
-from device.errors import EX_CONFIG, ConfigError
+from device.errors import EX_CONFIG, ConfigError, ModelError
+from device.vision.manifest import Manifest
+from pricing.config import load_service_config
+from pricing.errors import ServiceConfigError
 
 from .cli_helpers import appliance
 from .conftest import ROOT
@@ -121,3 +124,117 @@ def test_config_check_command(tmp_path: Path) -> None:
 def test_relative_state_dir_is_relative_to_the_config_file(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, 'state_dir = "state"\n'), environ={})
     assert config.state_dir == tmp_path / "state"
+
+
+DEMO_CONFIG = ROOT / "deploy" / "demo.toml"
+
+
+def test_the_demo_config_still_loads() -> None:
+    config = load_config(DEMO_CONFIG, environ={"APPLIANCE_MQTT__PORT": "18830"})
+    assert (config.device_id, config.mqtt.port, config.mqtt.stats_interval_s) == ("demo-001", 18830, 5.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[mqtt]\nport = "1883"\n', "mqtt.port"),
+        ('[mqtt]\ntls = "yes"\n', "mqtt.tls"),
+        ("[mqtt]\ntls = 1\n", "mqtt.tls"),
+        ("[runtime]\nnum_threads = 2.0\n", "runtime.num_threads"),
+        ('[detector]\nscore_threshold = "0.5"\n', "detector.score_threshold"),
+        ("[governor]\nenabled = 0\n", "governor.enabled"),
+    ],
+)
+def test_a_wrong_type_is_refused_not_coerced(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{key} in config file .*: Input should be a valid"):
+        load_config(write(tmp_path, text), environ={})
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[camera]\nreopen_max_s = inf\n", "camera.reopen_max_s"),
+        ("[pipeline]\nmax_fps = inf\n", "pipeline.max_fps"),
+        ("[detector]\nscore_threshold = nan\n", "detector.score_threshold"),
+        ("[governor]\ncpu_hard_c = -inf\n", "governor.cpu_hard_c"),
+        ("[mqtt]\nreconnect_max_s = 1e300\n", "mqtt.reconnect_max_s"),
+    ],
+)
+def test_floats_must_be_finite_and_sleeps_bounded(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{key} in config file "):
+        load_config(write(tmp_path, text), environ={})
+
+
+def test_an_infinite_float_from_the_environment_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"camera\.reopen_max_s in environment variable APPLIANCE_CAMERA__"):
+        load_config(None, environ={"APPLIANCE_CAMERA__REOPEN_MAX_S": "inf"})
+
+
+@pytest.mark.parametrize("device_id", ["fleet", "FLEET", "pricing-service", "fleet-admin", "broker", "ca"])
+def test_reserved_device_ids_are_refused(tmp_path: Path, device_id: str) -> None:
+    # `fleet` would publish on appliance/fleet/..., the topics every device reads release notices from;
+    # the others are the broker's, the CA's and the ACL's own identities.
+    with pytest.raises(ConfigError, match=rf"device_id in config file .*{device_id!r} is reserved"):
+        load_config(write(tmp_path, f'device_id = "{device_id}"\n'), environ={})
+    with pytest.raises(ConfigError, match="device_id in environment variable APPLIANCE_DEVICE_ID"):
+        load_config(None, environ={"APPLIANCE_DEVICE_ID": device_id})
+
+
+@pytest.mark.parametrize("prefix", ["/appliance", "appliance/", "a//b"])
+def test_topic_prefix_has_no_empty_or_wildcard_levels(tmp_path: Path, prefix: str) -> None:
+    with pytest.raises(ConfigError, match=r"mqtt\.topic_prefix"):
+        load_config(write(tmp_path, f'[mqtt]\ntopic_prefix = "{prefix}"\n'), environ={})
+
+
+def test_environment_strings_are_converted_for_their_key() -> None:
+    config = load_config(
+        None,
+        environ={
+            "APPLIANCE_MQTT__PORT": "8883",
+            "APPLIANCE_MQTT__TLS": "true",
+            "APPLIANCE_MQTT__CA_FILE": "/etc/appliance/ca.crt",
+            "APPLIANCE_CAMERA__REOPEN_MAX_S": "5",
+            "APPLIANCE_DEVICE_ID": "1234",  # a string key stays a string, even when it looks like a number
+            "APPLIANCE_MQTT__HOST": "1.5",
+            "APPLIANCE_OTA__KINDS": '["embedder"]',
+        },
+    )
+    assert (config.mqtt.port, config.mqtt.tls) == (8883, True)
+    assert config.mqtt.ca_file == Path("/etc/appliance/ca.crt")
+    assert (config.camera.reopen_max_s, config.device_id, config.mqtt.host) == (5.0, "1234", "1.5")
+    assert config.ota.kinds == ("embedder",)
+    with pytest.raises(ConfigError, match=r"mqtt\.tls in environment variable APPLIANCE_MQTT__TLS"):
+        load_config(None, environ={"APPLIANCE_MQTT__TLS": "yes"})
+
+
+GARBAGE = bytes(range(128, 256)) * 4  # no valid UTF-8 in it anywhere
+
+
+def test_a_binary_config_file_is_a_config_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(b'device_id = "a"\n' + GARBAGE)
+    with pytest.raises(ConfigError, match=rf"config file {path} is not valid UTF-8 TOML"):
+        load_config(path, environ={})
+    result = check(path)
+    assert result.returncode == EX_CONFIG, result.stderr
+    assert f"config file {path} is not valid UTF-8 TOML" in result.stderr
+    assert "internal error" not in result.stderr
+
+
+def test_a_binary_manifest_is_a_config_error_naming_the_file(tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_bytes(GARBAGE)
+    with pytest.raises(ModelError, match=rf"model manifest {manifest} is not valid UTF-8 TOML"):
+        Manifest.load(manifest)
+    config = write(tmp_path, f'[models]\nmanifest = "{manifest}"\n')
+    result = appliance("--config", str(config), "detect", str(ROOT / "tests" / "data" / "coffee.png"))
+    assert result.returncode == EX_CONFIG, result.stderr
+    assert f"model manifest {manifest} is not valid UTF-8 TOML" in result.stderr
+
+
+def test_a_binary_pricing_config_is_a_config_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "pricing.toml"
+    path.write_bytes(GARBAGE)
+    with pytest.raises(ServiceConfigError, match=rf"config file {path} is not valid UTF-8 TOML") as info:
+        load_service_config(path, {})
+    assert info.value.exit_code == EX_CONFIG

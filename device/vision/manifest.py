@@ -12,13 +12,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from device.errors import ModelError
+from device.errors import ManifestError, ModelError
 
 Adapter = Literal["ssd", "centernet", "centernet-heatmap", "embedder"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TensorSpec(_Strict):
@@ -85,11 +85,16 @@ class Manifest:
                 raw = tomllib.load(handle)
             parsed = _ManifestFile.model_validate(raw)
         except FileNotFoundError:
-            raise ModelError(f"model manifest {path} does not exist") from None
+            raise ManifestError(f"model manifest {path} does not exist; check models.manifest") from None
+        except UnicodeDecodeError as exc:
+            raise ManifestError(
+                f"model manifest {path} is not valid UTF-8 TOML (byte {exc.start} is not UTF-8): "
+                "check models.manifest names the manifest, not a model file"
+            ) from None
         except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ModelError(f"model manifest {path} cannot be read: {exc}") from None
+            raise ManifestError(f"model manifest {path} cannot be read: {exc}") from None
         except ValidationError as exc:
-            raise ModelError(f"model manifest {path} is invalid: {_summarise(exc)}") from None
+            raise ManifestError(f"model manifest {path} is invalid: {_summarise(exc)}") from None
         entries = tuple(e.model_copy(update=_resolved(e, path.parent)) for e in parsed.model)
         return cls(path, entries)
 
