@@ -11,6 +11,7 @@ import pytest
 from device.clock import FakeClock
 from device.config import OutboxConfig
 from device.link.outbox import Outbox
+from device.link.sequence import SeqFloor
 from device.wire import ObjectMessage, decode
 
 from .conftest import DATA
@@ -140,3 +141,22 @@ def test_a_full_disk_loses_messages_counted_never_the_process(small_disk: Path) 
     assert later is not None and later.seq == stored[-1].seq + 1  # ...and numbering continues, no gap
     db = sqlite3.connect(small_disk / "outbox.sqlite")
     assert db.execute("PRAGMA quick_check").fetchone()[0] == "ok"  # never corrupted
+
+
+def test_the_sequence_epoch_is_kept_across_restarts_and_new_when_the_state_is_wiped(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite.seq-floor"
+    first = SeqFloor(path)
+    assert len(first.epoch) == 16 and path.read_text().split() == ["1", first.epoch]  # written at once
+    first.allow(1)
+    assert SeqFloor(path).epoch == first.epoch and SeqFloor(path).reserved == first.reserved
+    path.unlink()  # a wiped state folder: numbering starts again at 1, under a new epoch
+    again = SeqFloor(path)
+    assert again.reserved == 1 and again.epoch != first.epoch
+
+
+def test_an_older_floor_file_gets_an_epoch_and_keeps_its_ceiling(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite.seq-floor"
+    path.write_text("5001\n")
+    floor = SeqFloor(path)
+    assert floor.reserved == 5001 and path.read_text().split() == ["5001", floor.epoch]
+    assert SeqFloor(path).epoch == floor.epoch

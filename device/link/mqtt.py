@@ -69,7 +69,7 @@ class Link:
         self.topics = topics
         self._status = status  # builds the status payload when (re)connected
         self.drainer = drainer  # object messages come from the outbox, through the drainer
-        self._object_props = ObjectProperties(CONTENT_TYPE, topics.quotes)
+        self._object_props = ObjectProperties(CONTENT_TYPE, topics.quotes, drainer.outbox.floor.epoch)
         self.backoff = backoff or Backoff(
             config.reconnect_min_s, config.reconnect_max_s, config.reconnect_jitter
         )

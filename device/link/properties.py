@@ -14,6 +14,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties, VariableByteIntegers, writeBytes
 
 CORRELATION_DATA = 9  # MQTT v5 property identifier
+EPOCH_PROPERTY = "epoch"
 
 
 class _PrepackedProperties(Properties):
@@ -31,10 +32,12 @@ class _PrepackedProperties(Properties):
 
 
 class ObjectProperties:
-    def __init__(self, content_type: str, response_topic: str) -> None:
+    def __init__(self, content_type: str, response_topic: str, epoch: str) -> None:
         template = _PrepackedProperties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         template.ContentType = content_type
         template.ResponseTopic = response_topic
+        # The sequence epoch (docs/wire.md): receivers deduplicate on (device, epoch, seq).
+        template.UserProperty = [(EPOCH_PROPERTY, epoch)]
         packed = Properties.pack(template)  # type: ignore[no-untyped-call]
         _length, prefix_size = VariableByteIntegers.decode(packed)  # type: ignore[no-untyped-call]
         object.__setattr__(template, "_fixed", bytes(packed[prefix_size:]))
