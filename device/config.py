@@ -32,16 +32,17 @@ from pydantic import (
 
 from device.errors import ConfigError
 from device.vision.devicespec import parse_device_spec
+from device.vision.image_header import DEFAULT_MAX_PIXELS
 
 ENV_PREFIX = "APPLIANCE_"
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 # Ids a device must not take: `fleet` is the topic level every device reads release notices from
 # (<prefix>/fleet/release, docs/topics.md), the others are the broker ACL's and the PKI's own identities
-# (deploy/mosquitto/acl, deploy/pki.sh). Compared without case, so that `FLEET` cannot pass for another.
-RESERVED_DEVICE_IDS = frozenset({"fleet", "pricing-service", "fleet-admin", "broker", "ca"})
-# Far above any camera frame (a 12 Mpx phone photo, a 4096x4096 frame) and far below what would exhaust
-# a 2 GB Pi: decoding takes about 6 bytes per pixel (BGR, then RGB).
-DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+# (deploy/mosquitto/acl, deploy/pki.sh): fleet-admin, the broker, the CA, and the pricing service's
+# copies (pricing-service, pricing-1, pricing-2 ...: every id that starts with "pricing"). Compared
+# without case, so that `FLEET` cannot pass for the other.
+RESERVED_DEVICE_IDS = frozenset({"fleet", "fleet-admin", "broker", "ca"})
+RESERVED_DEVICE_ID_PREFIX = "pricing"
 HOUR = 3600.0
 # A file path is written as a TOML string; strict mode alone would only take a Path object.
 PathValue = Annotated[Path, Strict(False)]
@@ -106,7 +107,7 @@ class CameraConfig(_Section):
     reopen_max_s: float = Field(default=30.0, gt=0, le=HOUR)
     # The most pixels an image file may declare in its header (the image-folder source, `appliance
     # detect` and `embed`): larger ones are refused before they are decoded (device/vision/images.py).
-    max_image_pixels: int = Field(default=DEFAULT_MAX_IMAGE_PIXELS, ge=1, le=2**30)
+    max_image_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1, le=2**30)
 
 
 class PipelineConfig(_Section):
@@ -235,9 +236,13 @@ class Config(_Section):
     @field_validator("device_id")
     @classmethod
     def _not_reserved(cls, value: str) -> str:
-        if value.lower() in RESERVED_DEVICE_IDS:
+        lowered = value.lower()
+        if lowered in RESERVED_DEVICE_IDS or lowered.startswith(RESERVED_DEVICE_ID_PREFIX):
             names = ", ".join(sorted(RESERVED_DEVICE_IDS))
-            raise ValueError(f"{value!r} is reserved for the fleet's own topics and identities ({names})")
+            raise ValueError(
+                f"{value!r} is reserved for the fleet's own topics and identities ({names}, "
+                f"{RESERVED_DEVICE_ID_PREFIX}*): choose another device id"
+            )
         return value
 
 

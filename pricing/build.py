@@ -18,6 +18,7 @@ from device.errors import InputError
 from device.vision.detector import Detection
 from device.vision.embedder import Embedder
 from device.vision.geometry import Box
+from device.vision.image_header import DEFAULT_MAX_PIXELS
 from device.vision.images import read_image
 from device.vision.manifest import Manifest
 from device.vision.models import make_detector
@@ -48,14 +49,17 @@ def _info(embedder: Embedder, synthetic: bool) -> CatalogInfo:
     return CatalogInfo(entry.id, entry.version, embedder.dim, synthetic)
 
 
-def build_from_csv(csv_path: Path, out: Path, embedder: Embedder) -> int:
-    """Embed every image the CSV lists (paths relative to the CSV). Every bad row is reported, and
-    nothing is written unless all rows are good."""
+def build_from_csv(
+    csv_path: Path, out: Path, embedder: Embedder, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> int:
+    """Embed every image the CSV lists (paths relative to the CSV). Every bad row is reported (a photo
+    that declares more than `max_pixels` is refused before it is decoded), and nothing is written
+    unless all rows are good: a catalog silently missing items would price against a partial market."""
     rows, errors = _read_rows(csv_path)
     items = []
     for line, row in rows:
         try:
-            items.append(_item(row, csv_path.parent, embedder))
+            items.append(_item(row, csv_path.parent, embedder, max_pixels))
         except (InputError, ValueError) as exc:
             errors.append(f"{csv_path}:{line}: {exc}")
     if errors:
@@ -77,14 +81,14 @@ def _read_rows(csv_path: Path) -> tuple[list[tuple[int, dict[str, str]]], list[s
         raise CatalogError(f"{csv_path} cannot be read as CSV: {exc}") from None
 
 
-def _item(row: dict[str, str], base: Path, embedder: Embedder) -> Item:
+def _item(row: dict[str, str], base: Path, embedder: Embedder, max_pixels: int) -> Item:
     status = row["status"].strip().lower()
     if status not in ("sold", "listed"):
         raise ValueError(f"status {row['status']!r} must be 'sold' or 'listed'")
     price = float(row["price"])
     if price < 0:
         raise ValueError(f"price {price} is negative")
-    embedding = embedder.embed(read_image(base / row["image"]))
+    embedding = embedder.embed(read_image(base / row["image"], max_pixels))
     return Item(
         row["id"],
         embedding.values.tobytes(),

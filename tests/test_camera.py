@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import logging
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +28,7 @@ from device.errors import CameraError, ConfigError, EndOfStreamError
 from device.vision.preprocess import Image
 
 from .conftest import ROOT
+from .test_image_guard import png_bomb
 
 DEMO = ROOT / "demo"
 Photo = Callable[[str], Image]
@@ -68,6 +71,44 @@ def test_empty_image_folder_is_a_clear_error(tmp_path: Path) -> None:
         ImageFolderSource(tmp_path).open()
     with pytest.raises(CameraError, match="cannot be read"):
         ImageFolderSource(tmp_path / "absent").open()
+
+
+def test_image_folder_skips_bombs_and_broken_files_counted_and_warned_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    shutil.copy(DEMO / "coffee.png", tmp_path / "coffee.png")
+    for i in range(12):  # headers of 20,000 x 20,000 pixels (1.2 GB each once decoded), one row of data
+        (tmp_path / f"bomb-{i:02d}.png").write_bytes(png_bomb(20_000, 20_000, rows=1))
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff" + bytes(10))
+    source = ImageFolderSource(tmp_path, fps=0, seconds=0.2, loop=False)
+    with caplog.at_level(logging.WARNING, logger="device.camera.image_folder"):
+        source.open()
+    assert source.refused == 13
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    # A few files by name, then one line for the rest: a folder of bad files cannot flood the log.
+    assert len(warnings) == 4
+    assert f"image {tmp_path / 'bomb-00.png'} declares 20000x20000 pixels" in warnings[0]
+    assert "13 file(s) skipped" in warnings[-1] and "10 more" in warnings[-1]
+    frames = 0
+    with pytest.raises(EndOfStreamError, match="all 1 photos shown"):
+        while True:
+            source.read()
+            frames += 1
+    assert frames == source.frames_per_photo
+    # Reopening (after a camera error) finds the same bad files: counted again, not logged again.
+    caplog.clear()
+    source.close()
+    with caplog.at_level(logging.WARNING, logger="device.camera.image_folder"):
+        source.open()
+    assert source.refused == 13 and not caplog.records
+
+
+def test_image_folder_limit_comes_from_the_config(tmp_path: Path) -> None:
+    shutil.copy(DEMO / "coffee.png", tmp_path / "coffee.png")  # 600 x 400
+    spec = f"images:{tmp_path}?fps=0"
+    with pytest.raises(CameraError, match="holds no readable photos"):
+        make_source(CameraConfig(source=spec, max_image_pixels=239_999)).open()
+    make_source(CameraConfig(source=spec, max_image_pixels=240_000)).open()
 
 
 @pytest.fixture()

@@ -170,7 +170,10 @@ def test_an_infinite_float_from_the_environment_is_refused() -> None:
         load_config(None, environ={"APPLIANCE_CAMERA__REOPEN_MAX_S": "inf"})
 
 
-@pytest.mark.parametrize("device_id", ["fleet", "FLEET", "pricing-service", "fleet-admin", "broker", "ca"])
+@pytest.mark.parametrize(
+    "device_id",
+    ["fleet", "FLEET", "pricing-service", "pricing-1", "Pricing-7", "fleet-admin", "broker", "ca"],
+)
 def test_reserved_device_ids_are_refused(tmp_path: Path, device_id: str) -> None:
     # `fleet` would publish on appliance/fleet/..., the topics every device reads release notices from;
     # the others are the broker's, the CA's and the ACL's own identities.

@@ -34,5 +34,6 @@ def make_source(
             seconds=spec.number("seconds", 4.0),
             loop=spec.number("loop", 1.0) != 0,
             clock=clock,
+            max_pixels=config.max_image_pixels,
         )
     return OpenCVSource(spec.kind, spec.target, **size, loop=spec.number("loop", 0.0) != 0, clock=clock)

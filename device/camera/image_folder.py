@@ -8,6 +8,7 @@ a run is reproducible.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -18,7 +19,10 @@ from device.camera.pacing import Pacer
 from device.camera.source import Frame, Image
 from device.clock import Clock, SystemClock
 from device.errors import CameraError, EndOfStreamError, InputError
+from device.vision.image_header import DEFAULT_MAX_PIXELS
 from device.vision.images import read_image
+
+log = logging.getLogger(__name__)
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 # Zoom from 1.0 to 1 + ZOOM over one photo; drift by DRIFT of the frame width. Gentle enough that a box
@@ -26,6 +30,9 @@ SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 ZOOM = 0.25
 DRIFT = 0.12
 BACKGROUND = 96  # mid grey around the photo, like an empty table top
+# Bad files named in the log per open; the rest are counted in one line. A camera reopens the folder
+# after every error, so a file is named once per process, not once per reopen.
+NAMED_PER_OPEN = 3
 
 
 class ImageFolderSource:
@@ -39,6 +46,7 @@ class ImageFolderSource:
         seconds: float = 4.0,
         loop: bool = True,
         clock: Clock | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.name = f"images:{directory}"
         self.directory = directory
@@ -48,22 +56,43 @@ class ImageFolderSource:
         self.frames_per_photo = max(2, round(seconds * (fps or 15.0)))
         self.loop = loop
         self.clock = clock or SystemClock()
+        self.max_pixels = max_pixels
+        self.refused = 0  # files skipped at the last open: not images, corrupt, or over max_pixels
+        self._warned: set[Path] = set()
         self._photos: list[Image] = []
         self._index = 0
         self._pacer = Pacer(self.clock)
 
     def open(self) -> None:
         paths = sorted(p for p in self._list() if p.suffix.lower() in SUFFIXES)
-        photos = []
+        photos, problems = [], []
         for path in paths:
             try:
-                photos.append(read_image(path))
-            except InputError:
-                continue  # a stray non-image file in the folder is not worth stopping the camera for
+                photos.append(read_image(path, self.max_pixels))
+            except InputError as exc:
+                # A bad file (a stray download, a decompression bomb) is not worth stopping the camera.
+                problems.append((path, str(exc)))
+        self.refused = len(problems)
+        self._warn([(path, text) for path, text in problems if path not in self._warned])
         if not photos:
-            raise CameraError(f"image folder {self.directory} holds no readable photos (.png, .jpg)")
+            raise CameraError(
+                f"image folder {self.directory} holds no readable photos ({', '.join(sorted(SUFFIXES))}); "
+                f"{self.refused} file(s) refused"
+            )
         self._photos = photos
         self._pacer.restart(1.0 / self.fps if self.fps > 0 else 0.0)
+
+    def _warn(self, new: list[tuple[Path, str]]) -> None:
+        for _, text in new[:NAMED_PER_OPEN]:
+            log.warning("%s: skipped", text)
+        if len(new) > NAMED_PER_OPEN:
+            log.warning(
+                "image folder %s: %d file(s) skipped as unreadable or too large, %d more not named here",
+                self.directory,
+                self.refused,
+                len(new) - NAMED_PER_OPEN,
+            )
+        self._warned.update(path for path, _ in new)
 
     def _list(self) -> list[Path]:
         try:

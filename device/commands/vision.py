@@ -24,7 +24,7 @@ def detect(ctx: Context, images: list[str], model_id: str | None, as_json: bool)
     results: list[dict[str, Any]] = []
     for name in images:
         try:
-            frame = read_image(Path(name))
+            frame = read_image(Path(name), ctx.config.camera.max_image_pixels)
         except InputError as exc:
             log.error("%s", exc)
             results.append({"image": name, "error": str(exc)})
@@ -76,7 +76,7 @@ def embed(ctx: Context, images: list[str], as_json: bool) -> int:
     errors: dict[str, str] = {}
     for name in images:
         try:
-            vectors[name] = embedder.embed(read_image(Path(name)))
+            vectors[name] = embedder.embed(read_image(Path(name), ctx.config.camera.max_image_pixels))
         except InputError as exc:
             log.error("%s", exc)
             errors[name] = str(exc)
