@@ -40,6 +40,8 @@ _HEADER = struct.Struct("<4sBBHQqIf4f")
 _VECTOR = struct.Struct("<fhH")
 MAX_TEXT = 255  # a u8 length prefix
 MAX_DIM = 65535
+HEADER_SIZE = _HEADER.size  # 48
+VECTOR_HEADER_SIZE = _VECTOR.size  # 8: scale, zero point, dim
 
 
 class WireError(ValueError):

@@ -5,9 +5,13 @@
 - Answers each object message on its MQTT v5 response topic with its correlation data, falling back to
   `<prefix>/<device_id>/quotes`. A response topic outside the sending device's own topics is not
   honoured (a device must not make the service publish into another device's topics).
-- Drops repeats of (device_id, seq) (the devices deliver at least once), answers each message from the
-  catalog built with its embedder (pricing/catalogs.py), refuses vectors no catalog can compare, and
-  counts and logs (rate-limited) every payload it cannot use. It never crashes on one.
+- Drops repeats of (device_id, epoch, seq) (the devices deliver at least once; docs/wire.md), answers
+  each message from the catalog built with its embedder (pricing/catalogs.py), refuses vectors no
+  catalog can compare, and counts and logs (rate-limited) every payload it cannot use. It never crashes
+  on one, and a payload larger than any catalog's vector could need is refused before it is queued, so
+  a flood of big messages cannot hold memory.
+- A PUBLISH whose MQTT v5 properties paho cannot parse is refused alone (device/link/guarded.py); the
+  connection, and every other device's quotes, carry on.
 - paho's callbacks only enqueue; one worker thread decodes, prices and publishes.
 """
 
@@ -28,9 +32,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from device.dedupe import Deduplicator
+from device.link.guarded import GuardedClient
+from device.link.properties import EPOCH_PROPERTY
 from device.link.tcp import disable_nagle
 from device.metrics import Percentiles
-from device.wire import CONTENT_TYPE, WireError, decode
+from device.wire import CONTENT_TYPE, HEADER_SIZE, MAX_TEXT, VECTOR_HEADER_SIZE, WireError, decode
 from pricing.catalogs import Catalogs
 from pricing.config import ServiceConfig
 from pricing.pricer import Pricer
@@ -46,6 +52,8 @@ class Request:
     correlation: bytes | None
     content_type: str | None
     received: float  # perf_counter at arrival, for the service's own latency
+    epoch: str = ""  # the device's sequence epoch (MQTT v5 user property; "" from older firmware)
+    size: int = -1  # the payload's size when it was too large to keep (the payload is then empty)
 
 
 @dataclass(frozen=True)
@@ -63,8 +71,16 @@ class PricingService:
         self.latency_ms = Percentiles()
         self.dedupe = Deduplicator()
         self._requests: queue.Queue[Request | str] = queue.Queue(maxsize=10_000)
+        self._max_payload = self._largest_payload(self.catalogs)
         self._connected = False
         self._client = self._make_client()
+
+    @staticmethod
+    def _largest_payload(catalogs: Catalogs) -> int:
+        """The largest object message any catalog here could price: a bigger one is refused on arrival,
+        so that a queue of 10,000 requests holds at most a few MB, whatever devices send."""
+        dim = max(p.catalog.info.dim for p in catalogs.pricers.values())
+        return HEADER_SIZE + 3 * (1 + MAX_TEXT) + VECTOR_HEADER_SIZE + dim
 
     # -- pure request handling (tests call this directly) -------------------------------------------
     def handle(self, request: Request) -> Reply | None:
@@ -72,6 +88,11 @@ class PricingService:
         device_id = self._device_of(request.topic)
         if device_id is None:
             self._log_limited("topic", f"not an objects topic: {request.topic}")
+            return None
+        if request.size >= 0:
+            self._log_limited(
+                "oversize", f"from {device_id}: {request.size} bytes, above {self._max_payload}"
+            )
             return None
         if request.content_type not in (None, CONTENT_TYPE):
             # Another format version: its bytes would decode to nonsense here.
@@ -82,8 +103,7 @@ class PricingService:
         except WireError as exc:
             self._log_limited("malformed", f"from {device_id}: {exc}")
             return None
-        if not self.dedupe.is_new(device_id, message.seq):
-            self.counts["duplicates"] += 1
+        if not self._is_new(device_id, message.seq, request.epoch):
             return None
         quote, used = self.catalogs.quote(message)
         self.counts[quote.status] += 1
@@ -102,6 +122,17 @@ class PricingService:
             json.dumps(body).encode(),
             request.correlation,
         )
+
+    def _is_new(self, device_id: str, seq: int, epoch: str) -> bool:
+        previous = self.dedupe.epoch_of(device_id)
+        if not self.dedupe.is_new(device_id, seq, epoch):
+            self._log_limited("duplicate", f"from {device_id}: seq {seq} (epoch {epoch or '-'}) again")
+            self.counts["duplicates"] += 1
+            return False
+        if previous is not None and previous != epoch:
+            self.counts["epoch_changes"] += 1
+            log.info("%s numbers its messages afresh: epoch %s -> %s", device_id, previous or "-", epoch)
+        return True
 
     def _device_of(self, topic: str) -> str | None:
         prefix = self.config.topic_prefix + "/"
@@ -127,9 +158,9 @@ class PricingService:
             log.warning("%s (%d so far)", text, count)
 
     # -- MQTT ---------------------------------------------------------------------------------------
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> GuardedClient:
         cfg = self.config
-        client = mqtt.Client(
+        client = GuardedClient(
             CallbackAPIVersion.VERSION2, client_id=f"pricing-{cfg.instance}", protocol=mqtt.MQTTv5
         )
         client.on_connect = lambda _c, _u, _f, reason, _p: self._requests.put(f"connected:{reason}")
@@ -151,6 +182,7 @@ class PricingService:
         """Serve from `catalogs` from the next message on (SIGHUP: `systemctl reload pricing`). The
         worker reads the attribute once per message, so a message is priced wholly by the old set or
         wholly by the new one."""
+        self._max_payload = max(self._max_payload, self._largest_payload(catalogs))
         self.catalogs = catalogs
         log.info("catalogs reloaded: %s", ", ".join(f"{m} {v}" for m, v in catalogs.pricers))
         if self._connected:
@@ -162,13 +194,16 @@ class PricingService:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         props = message.properties
+        size = len(message.payload)
         request = Request(
             message.topic,
-            bytes(message.payload),
+            bytes(message.payload) if size <= self._max_payload else b"",
             getattr(props, "ResponseTopic", None),
             getattr(props, "CorrelationData", None),
             getattr(props, "ContentType", None),
             time.perf_counter(),
+            _epoch(getattr(props, "UserProperty", ())),
+            size if size > self._max_payload else -1,
         )
         try:
             self._requests.put_nowait(request)
@@ -233,6 +268,7 @@ class PricingService:
         cfg = self.config
         self._client.subscribe(f"$share/{cfg.share_group}/{cfg.topic_prefix}/+/objects", qos=1)
         self._connected = True
+        self.counts["connects"] += 1
         self._publish(self.status_topic, json.dumps(self._online()).encode(), retain=True)
         log.info("connected; serving $share/%s/%s/+/objects", cfg.share_group, cfg.topic_prefix)
         if ready is not None:
@@ -255,10 +291,25 @@ class PricingService:
             "items": self.catalogs.items,
             "catalogs": self.catalogs.describe(),
             "index": self.catalogs.index_kind,
-            "counts": dict(self.counts),
+            "counts": {**self.counts, "refused_packets": self._client.refused_packets},
+            "dedupe": {
+                "duplicates": self.dedupe.duplicates,
+                "epoch_changes": self.dedupe.resets,
+                "forgotten": self.dedupe.forgotten,
+            },
             "queue": self._requests.qsize(),
             "latency_ms": {"p50": _r(self.latency_ms.get(50)), "p99": _r(self.latency_ms.get(99))},
         }
+
+
+def _epoch(user_properties: object) -> str:
+    """The sequence epoch among the user properties; anything but 16 hex digits counts as none."""
+    if not isinstance(user_properties, list):
+        return ""
+    for key, value in user_properties:
+        if key == EPOCH_PROPERTY:
+            return value if isinstance(value, str) and len(value) == 16 else ""
+    return ""
 
 
 def _opt(path: object) -> str | None:

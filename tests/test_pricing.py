@@ -277,3 +277,27 @@ def test_each_embedder_version_is_priced_from_its_own_catalog(tmp_path: Path) ->
 def test_the_catalog_setting_takes_one_path_or_several() -> None:
     assert ServiceConfig(catalog="a.sqlite").catalog == (Path("a.sqlite"),)
     assert ServiceConfig(catalog=["a.sqlite", "b.sqlite"]).catalog == (Path("a.sqlite"), Path("b.sqlite"))
+
+
+def test_one_huge_seq_does_not_silence_a_device(hand_made: Pricer) -> None:
+    svc = service(hand_made)
+    assert svc.handle(request(encode(query(unit_at(0), seq=2**64 - 1)))) is not None
+    answered = [svc.handle(request(encode(query(unit_at(0), seq=s)))) for s in range(1, 11)]
+    assert all(a is not None for a in answered)
+
+
+def test_a_device_numbering_afresh_under_a_new_epoch_is_answered(hand_made: Pricer) -> None:
+    svc = service(hand_made)
+    old, new = "00000000000000aa", "00000000000000bb"
+    for seq in range(1, 6):
+        assert svc.handle(replace(request(encode(query(unit_at(0), seq=seq))), epoch=old)) is not None
+    # Its state wiped: seq 1 again, under a new epoch, is answered; a repeat in that epoch is not.
+    assert svc.handle(replace(request(encode(query(unit_at(0), seq=1))), epoch=new)) is not None
+    assert svc.handle(replace(request(encode(query(unit_at(0), seq=1))), epoch=new)) is None
+    assert svc.counts["epoch_changes"] == 1 and svc.counts["duplicates"] == 1
+
+
+def test_a_payload_larger_than_any_catalog_vector_is_refused_on_arrival(hand_made: Pricer) -> None:
+    svc = service(hand_made)
+    big = Request("appliance/shop-1/objects", b"", None, None, None, time.perf_counter(), size=60_000)
+    assert svc.handle(big) is None and svc.counts["rejected_oversize"] == 1

@@ -4,6 +4,7 @@ with the real daemon."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -199,3 +200,35 @@ def test_sighup_reloads_the_catalog_list_without_a_restart(broker: Mosquitto, tm
         if service.poll() is None:
             service.kill()
         collector.close()
+
+
+def test_a_device_whose_state_was_wiped_gets_quotes_again(
+    broker: Mosquitto, demo_catalog: Path, tmp_path: Path
+) -> None:
+    """Re-flashed or wiped, a device numbers its messages from 1 again. Its new sequence epoch (an MQTT
+    v5 user property) tells the service so; before, every message was dropped as a repeat until the
+    service restarted."""
+    stop, ready = threading.Event(), threading.Event()
+    config = ServiceConfig(port=broker.port, catalog=demo_catalog, index="exact")
+    service = PricingService(config, Pricer(load_catalog(demo_catalog), config))
+    thread = threading.Thread(target=service.run, args=(stop, ready), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    watcher = Collector(broker.port, "appliance/test-dev/quotes")
+    state = tmp_path / "state"
+    try:
+        for run in (1, 2):
+            daemon = start_daemon(daemon_env(broker.port, state), log=tmp_path / f"daemon-{run}.log")
+            watcher.wait_for(
+                lambda run=run: sum(m.json()["seq"] == 1 for m in watcher.on("/quotes")) >= run,  # type: ignore[misc]
+                60,
+                f"a quote for seq 1 in run {run}",
+            )
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(15) == 0
+            shutil.rmtree(state)  # wiped: the outbox and its sequence floor are gone
+    finally:
+        stop.set()
+        thread.join(5)
+        watcher.close()
+    assert service.counts["epoch_changes"] == 1

@@ -30,6 +30,7 @@ from device.backoff import Backoff
 from device.config import MqttConfig
 from device.errors import LinkError
 from device.link.drain import Drainer
+from device.link.guarded import GuardedClient
 from device.link.outbox import Pending
 from device.link.properties import ObjectProperties
 from device.link.tcp import disable_nagle
@@ -83,8 +84,9 @@ class Link:
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
 
     # -- setup -------------------------------------------------------------------------------------
-    def _make_client(self) -> mqtt.Client:
-        client = mqtt.Client(
+    def _make_client(self) -> GuardedClient:
+        # Guarded: a quote or command with a property paho cannot parse costs that message, not the link.
+        client = GuardedClient(
             CallbackAPIVersion.VERSION2, client_id=f"appliance-{self.topics.device_id}", protocol=mqtt.MQTTv5
         )
         client.connect_timeout = 3.0  # bounds how long a black-holed broker can hold up shutdown

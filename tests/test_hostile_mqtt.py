@@ -1,0 +1,143 @@
+"""One hostile device against the pricing service, through a real mosquitto: packets paho cannot parse,
+and a seeded corpus of everything else a device can send wrong. Other devices' quotes must carry on."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from device.link.tcp import disable_nagle
+from device.wire import CONTENT_TYPE, encode
+from pricing.catalog import CatalogInfo, Item, load_catalog, write_catalog
+from pricing.config import ServiceConfig
+from pricing.fuzz import Attack, corpus, properties, template
+from pricing.pricer import Pricer
+from pricing.service import PricingService
+
+from .broker import Mosquitto
+
+INFO = CatalogInfo("test-embedder", "2.0.0", 8, synthetic=False)
+BASE = template(INFO.model_id, INFO.model_version, INFO.dim)
+
+
+@pytest.fixture()
+def service(broker: Mosquitto, tmp_path: Path) -> Iterator[PricingService]:
+    vector = bytes([100, 0, 0, 0, 0, 0, 0, 0])
+    items = [Item(f"i{n}", vector, 0.01, 0, 1000.0 + n, "JPY", "sold") for n in range(5)]
+    path = tmp_path / "catalog.sqlite"
+    write_catalog(path, INFO, items)
+    config = ServiceConfig(port=broker.port, catalog=path, index="exact", min_neighbours=1)
+    svc = PricingService(config, Pricer(load_catalog(path), config))
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=svc.run, args=(stop, ready), daemon=True)
+    thread.start()
+    assert ready.wait(10), "the service did not connect"
+    yield svc
+    stop.set()
+    thread.join(5)
+
+
+class Device:
+    """A well-behaved device: one object message, then wait for its quote (or fail at the deadline)."""
+
+    def __init__(self, port: int, device_id: str) -> None:
+        self.device_id = device_id
+        self.quotes: queue.Queue[dict[str, Any]] = queue.Queue()
+        subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv5)
+        self.client.on_message = lambda _c, _u, m: self.quotes.put(json.loads(m.payload))
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.on_socket_open = disable_nagle  # else each PUBACK round trip waits ~40 ms
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.client.subscribe(f"appliance/{device_id}/quotes", qos=1)
+        assert subscribed.wait(5), "no SUBACK"
+
+    def send(self, seq: int, attack: Attack | None = None) -> None:
+        if attack is None:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.ContentType = CONTENT_TYPE
+            props.ResponseTopic = f"appliance/{self.device_id}/quotes"
+            props.CorrelationData = seq.to_bytes(8, "little")
+            payload = encode(BASE.with_seq(seq))
+        else:
+            props, payload = properties(attack), attack.payload
+        topic = f"appliance/{self.device_id}/objects"
+        self.client.publish(topic, payload, qos=1, properties=props).wait_for_publish(5)
+
+    def quote_for(self, seq: int, timeout: float = 5.0) -> dict[str, Any]:
+        self.send(seq)
+        while True:
+            try:
+                quote = self.quotes.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"{self.device_id}: no quote for seq {seq} within {timeout} s") from None
+            if quote["seq"] == seq:
+                return quote
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.mark.parametrize(
+    "where", ["user property value", "user property key", "response topic", "content type"]
+)
+def test_a_property_paho_cannot_parse_costs_that_message_not_the_connection(
+    broker: Mosquitto, service: PricingService, where: str
+) -> None:
+    """U+FEFF passes mosquitto, and paho's parser raised MalformedPacket on it and dropped the service's
+    connection: other devices' requests sent meanwhile were lost. Now each is refused alone."""
+    honest, evil = Device(broker.port, "shop-1"), Device(broker.port, "evil")
+    bad = {
+        "user property value": Attack("bom", encode(BASE), user_properties=[("note", "\ufeff")]),
+        "user property key": Attack("bom", encode(BASE), user_properties=[("\ufeff", "x")]),
+        "response topic": Attack("bom", encode(BASE), response_topic="appliance/evil/quotes\ufeff"),
+        "content type": Attack("bom", encode(BASE), content_type=CONTENT_TYPE + "\ufeff"),
+    }[where]
+    try:
+        for seq in range(1, 21):
+            evil.send(seq, bad)
+            assert honest.quote_for(seq)["status"] == "ok"
+    finally:
+        honest.close()
+        evil.close()
+    stats = service.stats()
+    assert stats["counts"]["refused_packets"] == 20
+    assert stats["counts"]["connects"] == 1  # never dropped, never reconnected
+    assert stats["counts"]["ok"] == 20  # nothing from the attacker was priced
+
+
+def test_a_seeded_fuzz_corpus_leaves_other_devices_quotes_alone(
+    broker: Mosquitto, service: PricingService
+) -> None:
+    honest, evil = Device(broker.port, "shop-1"), Device(broker.port, "evil")
+    attacks = list(corpus(3300, seed=11, base=BASE, device="evil"))
+    try:
+        for n, attack in enumerate(attacks):
+            evil.send(0, attack)
+            if n % 33 == 0:
+                assert honest.quote_for(n // 33 + 1)["status"] == "ok"
+        assert honest.quote_for(len(attacks) // 33 + 1)["status"] == "ok"  # and after the attack
+    finally:
+        honest.close()
+        evil.close()
+    counts = service.stats()["counts"]
+    assert counts["connects"] == 1
+    assert counts["refused_packets"] == 300  # every bad_property attack, and nothing else
+    assert counts["rejected_oversize"] == 300
+    assert counts.get("rejected_malformed", 0) >= 600  # bad floats, random and most mutated bytes
+    assert counts["rejected_content_type"] == 300
+    # The honest device was answered every time, and no attacker message was priced at a NaN.
+    assert counts["ok"] >= 101
+    assert service.dedupe.ranges("shop-1") == 1
