@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
 from collections import Counter
@@ -39,6 +38,7 @@ from device.metrics import Percentiles
 from device.wire import CONTENT_TYPE, HEADER_SIZE, MAX_TEXT, VECTOR_HEADER_SIZE, WireError, decode
 from pricing.catalogs import Catalogs
 from pricing.config import ServiceConfig
+from pricing.fair_queue import FairQueue
 from pricing.pricer import Pricer
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,8 @@ class PricingService:
         self.counts: Counter[str] = Counter()
         self.latency_ms = Percentiles()
         self.dedupe = Deduplicator()
-        self._requests: queue.Queue[Request | str] = queue.Queue(maxsize=10_000)
+        # One line per device, served in turn: a flooding device waits behind itself only.
+        self._requests: FairQueue[Request, str] = FairQueue()
         self._max_payload = self._largest_payload(self.catalogs)
         self._connected = False
         self._client = self._make_client()
@@ -163,7 +164,7 @@ class PricingService:
         client = GuardedClient(
             CallbackAPIVersion.VERSION2, client_id=f"pricing-{cfg.instance}", protocol=mqtt.MQTTv5
         )
-        client.on_connect = lambda _c, _u, _f, reason, _p: self._requests.put(f"connected:{reason}")
+        client.on_connect = lambda _c, _u, _f, reason, _p: self._requests.put_control(f"connected:{reason}")
         client.on_message = self._on_message
         client.on_socket_open = disable_nagle
         client.reconnect_delay_set(1, 30)
@@ -205,10 +206,8 @@ class PricingService:
             _epoch(getattr(props, "UserProperty", ())),
             size if size > self._max_payload else -1,
         )
-        try:
-            self._requests.put_nowait(request)
-        except queue.Full:
-            self.counts["overloaded"] += 1  # the worker is behind; the device will not wait for this one
+        # Full (counted in the queue): the worker is behind on this device, or on everybody.
+        self._requests.put(message.topic, request)
 
     def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
         cfg = self.config
@@ -240,9 +239,8 @@ class PricingService:
             self._client.loop_stop()
 
     def _serve_one(self, ready: threading.Event | None) -> None:
-        try:
-            item = self._requests.get(timeout=0.1)
-        except queue.Empty:
+        item = self._requests.get(timeout=0.1)
+        if item is None:
             return
         if isinstance(item, str):  # a connection event: (re)subscribe, say we are online
             self._on_connected(item, ready)
@@ -291,13 +289,18 @@ class PricingService:
             "items": self.catalogs.items,
             "catalogs": self.catalogs.describe(),
             "index": self.catalogs.index_kind,
-            "counts": {**self.counts, "refused_packets": self._client.refused_packets},
+            "counts": {
+                **self.counts,
+                **self._requests.dropped,
+                "refused_packets": self._client.refused_packets,
+            },
             "dedupe": {
                 "duplicates": self.dedupe.duplicates,
                 "epoch_changes": self.dedupe.resets,
                 "forgotten": self.dedupe.forgotten,
             },
             "queue": self._requests.qsize(),
+            "queue_senders": self._requests.senders(),
             "latency_ms": {"p50": _r(self.latency_ms.get(50)), "p99": _r(self.latency_ms.get(99))},
         }
 
