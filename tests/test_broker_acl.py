@@ -172,14 +172,14 @@ class Client:
         return self.acks.get(info.mid, "")
 
     def close(self) -> None:
+        self.client.disconnect()  # first: the network thread then ends at once instead of at its timeout
         self.client.loop_stop()
-        self.client.disconnect()
 
 
 def connect(*args: Any, **kwargs: Any) -> Client:
     client = Client(*args, **kwargs)
-    if not client.refused:
-        client.connected.wait(5)
+    if not client.refused:  # connected, or refused after the handshake (a revoked certificate)
+        wait_for(lambda: client.connected.is_set() or client.disconnects)
     return client
 
 
