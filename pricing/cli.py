@@ -48,7 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--detector", default="centernet-coco-float")
 
     bench = sub.add_parser("bench", help="index build, query latency, recall; quote latency end to end")
+    bench.add_argument(
+        "what",
+        nargs="?",
+        choices=["index", "fuzz"],
+        default="index",
+        help="index (default): the index and the quote round trip; fuzz: one hostile device's attack",
+    )
     bench.add_argument("--json", action="store_true")
+    bench.add_argument("--attacks", type=int, default=22_000, help="fuzz: corpus messages")
+    bench.add_argument("--sparse", type=int, default=50_000, help="fuzz: scattered-seq messages after them")
     bench.add_argument("--items", type=int, default=1_000_000)
     bench.add_argument("--dims", default="256,1280")
     bench.add_argument("--queries", type=int, default=200)
@@ -65,6 +74,10 @@ def dispatch(args: argparse.Namespace) -> int:
             count = build_from_csv(args.csv, args.out, load_embedder(args.manifest, args.embedder))
         print(f"{args.out}: {count} items")
         return 0
+    if args.command == "bench" and args.what == "fuzz":
+        from pricing.bench_fuzz import bench_fuzz
+
+        return bench_fuzz(args.attacks, args.sparse, args.json)
     if args.command == "bench":
         from pricing.bench import bench
 
