@@ -19,6 +19,7 @@ SCRIPTS = [
     "deploy/provision.sh",
     "deploy/pki.sh",
     "deploy/apt-ensure.sh",
+    "deploy/mosquitto/build-share-guard.sh",
     "deploy/demo.sh",
     "deploy/firstboot/firstboot.sh",
     ".ci/run",
