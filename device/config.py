@@ -38,10 +38,11 @@ ENV_PREFIX = "APPLIANCE_"
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 # Ids a device must not take: `fleet` is the topic level every device reads release notices from
 # (<prefix>/fleet/release, docs/topics.md), the others are the broker ACL's and the PKI's own identities
-# (deploy/mosquitto/acl, deploy/pki.sh): fleet-admin, the broker, the CA, and the pricing service's
-# copies (pricing-service, pricing-1, pricing-2 ...: every id that starts with "pricing"). Compared
-# without case, so that `FLEET` cannot pass for the other.
-RESERVED_DEVICE_IDS = frozenset({"fleet", "fleet-admin", "broker", "ca"})
+# (deploy/mosquitto/acl, deploy/pki.sh): fleet-admin, the broker, `ca` and `crl` (the CA's own files,
+# which pki.sh refuses as names, so no certificate could be issued for such a device), and the pricing
+# service's copies (pricing-service, pricing-1, pricing-2 ...: every id that starts with "pricing").
+# Compared without case, so that `FLEET` cannot pass for the other.
+RESERVED_DEVICE_IDS = frozenset({"fleet", "fleet-admin", "broker", "ca", "crl"})
 RESERVED_DEVICE_ID_PREFIX = "pricing"
 HOUR = 3600.0
 # A file path is written as a TOML string; strict mode alone would only take a Path object.

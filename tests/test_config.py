@@ -172,11 +172,22 @@ def test_an_infinite_float_from_the_environment_is_refused() -> None:
 
 @pytest.mark.parametrize(
     "device_id",
-    ["fleet", "FLEET", "pricing-service", "pricing-1", "Pricing-7", "fleet-admin", "broker", "ca"],
+    [
+        "fleet",
+        "FLEET",
+        "pricing-service",
+        "pricing-1",
+        "Pricing-7",
+        "fleet-admin",
+        "broker",
+        "ca",
+        "crl",
+        "CRL",
+    ],
 )
 def test_reserved_device_ids_are_refused(tmp_path: Path, device_id: str) -> None:
     # `fleet` would publish on appliance/fleet/..., the topics every device reads release notices from;
-    # the others are the broker's, the CA's and the ACL's own identities.
+    # the others are the broker's, the CA's (and its CRL's) and the ACL's own identities.
     with pytest.raises(ConfigError, match=rf"device_id in config file .*{device_id!r} is reserved"):
         load_config(write(tmp_path, f'device_id = "{device_id}"\n'), environ={})
     with pytest.raises(ConfigError, match="device_id in environment variable APPLIANCE_DEVICE_ID"):
