@@ -12,6 +12,7 @@ from pathlib import Path
 from device.cli_main import run_main
 from device.config import DEFAULT_MODELS_DIR
 from device.errors import ApplianceError
+from device.vision.image_header import DEFAULT_MAX_PIXELS  # pure Python: `--help` does not load cv2
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("pricing")
@@ -40,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     build = catalog.add_parser("build", help="embed the images a CSV lists into a catalog file")
     build.add_argument("csv", type=Path)
     build.add_argument("--out", type=Path, default=Path("catalog.sqlite"))
+    build.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help="refuse item photos that declare more pixels (checked before decoding)",
+    )
     demo = catalog.add_parser("demo", help="the demo catalog from the bundled photos (synthetic prices)")
     demo.add_argument("--out", type=Path, default=ROOT / ".demo-state" / "catalog.sqlite")
     for p in (build, demo):
@@ -71,7 +78,8 @@ def dispatch(args: argparse.Namespace) -> int:
         if args.action == "demo":
             count = build_demo(ROOT / "demo", args.out, args.manifest, args.embedder, args.detector)
         else:
-            count = build_from_csv(args.csv, args.out, load_embedder(args.manifest, args.embedder))
+            embedder = load_embedder(args.manifest, args.embedder)
+            count = build_from_csv(args.csv, args.out, embedder, args.max_image_pixels)
         print(f"{args.out}: {count} items")
         return 0
     if args.command == "bench" and args.what == "fuzz":

@@ -129,6 +129,22 @@ def test_catalog_build_names_every_bomb_and_writes_nothing(bombs: tuple[Path, Pa
     assert run.max_rss_mb < MAX_RSS_MB, f"peak RSS {run.max_rss_mb:.0f} MB"
 
 
+def test_catalog_build_takes_its_limit_from_the_command_line(tmp_path: Path) -> None:
+    (tmp_path / "items.csv").write_text(f"id,image,price,currency,status\ngood,{COFFEE},1200,JPY,sold\n")
+    out = tmp_path / "catalog.sqlite"
+    build = ("-m", "pricing", "catalog", "build", str(tmp_path / "items.csv"), "--out", str(out))
+    run = run_measured(*build, "--max-image-pixels", "100000")  # coffee.png is 600 x 400 = 240,000
+    assert run.returncode == 65, run.stderr
+    assert "1 bad row(s), nothing written" in run.stderr
+    assert f"items.csv:2: image {COFFEE} declares 600x400 pixels (240,000)" in run.stderr
+    assert "over the limit of 100,000" in run.stderr
+    assert not out.exists()
+    # At exactly its size the photo is taken: the flag sets the limit, it does not refuse everything.
+    run = run_measured(*build, "--max-image-pixels", "240000")
+    assert run.returncode == 0, run.stderr
+    assert f"{out}: 1 items" in run.stdout
+
+
 def test_read_image_refuses_a_header_over_opencvs_own_limit_as_bad_input(bombs: tuple[Path, Path]) -> None:
     with pytest.raises(InputError, match=r"declares 50000x50000 pixels \(2,500,000,000\), over the limit"):
         read_image(bombs[1])
