@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -78,9 +79,15 @@ def share_guard(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class TlsBroker(Mosquitto):
     """mosquitto running deploy/mosquitto/appliance.conf, on a loopback port, with the test's certificates."""
 
-    def __init__(self, directory: Path, certs: Path, plugin: Path) -> None:
+    def __init__(
+        self, directory: Path, certs: Path, plugin: Path, limit: tuple[int, int] | None = None
+    ) -> None:
+        """`limit` (rate, burst) replaces the plugin's production per-client publish rate limit."""
         super().__init__(directory)
         text = (DEPLOY / "mosquitto" / "appliance.conf").read_text()
+        if limit is not None:
+            text = re.sub(r"(?m)^plugin_opt_rate .*$", f"plugin_opt_rate {limit[0]}", text)
+            text = re.sub(r"(?m)^plugin_opt_burst .*$", f"plugin_opt_burst {limit[1]}", text)
         text = text.replace("listener 8883", f"listener {self.port} 127.0.0.1")
         text = text.replace(PLUGIN_PATH, str(plugin))
         text = text.replace("/etc/mosquitto/certs", str(certs)).replace(
@@ -409,3 +416,84 @@ def test_the_daemon_over_tls_with_its_certificate(tls_broker: TlsBroker, certs: 
     pricing.close()
     topic, payload = pricing.messages[0]
     assert topic == "appliance/dev-a/objects" and decode(payload).dim == 1280
+
+
+RATE, BURST = 50, 50  # the tests' publish limit per client: low, so a flood is over it at once
+
+
+@pytest.fixture()
+def limited_broker(tmp_path: Path, certs: Path, share_guard: Path) -> Iterator[TlsBroker]:
+    broker = TlsBroker(tmp_path, certs, share_guard, limit=(RATE, BURST))
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def flood(client: Client, topic: str, count: int) -> list[str]:
+    """Publish `count` QoS 1 messages as fast as paho sends them; their PUBACK reasons, in order."""
+    mids = [client.client.publish(topic, b"flood %d" % i, qos=1).mid for i in range(count)]
+    assert wait_for(lambda: all(mid in client.acks for mid in mids), 30), "PUBACKs missing"
+    return [client.acks[mid] for mid in mids]
+
+
+def test_a_flooding_device_is_held_to_its_rate_and_others_get_through(
+    limited_broker: TlsBroker, certs: Path
+) -> None:
+    """A device far over its limit gets "not authorized" PUBACKs for the excess, and the pricing identity
+    receives no more of its messages than the burst plus the rate; a device publishing slowly meanwhile
+    gets every message through, and the pricing identity's own publishes are exempt."""
+    pricing = connect(limited_broker, certs, "pricing-service")
+    assert pricing.subscribe("$share/pricing/appliance/+/objects") == 1
+    honest, flooder = connect(limited_broker, certs, "dev-a"), connect(limited_broker, certs, "dev-b")
+    honest_acks: list[str] = []
+    pace = threading.Event()  # never set: its timeout spaces the honest device's messages
+
+    def trickle() -> None:  # 20 messages at 40/s at most: under the rate whatever the burst
+        while len(honest_acks) < 20 and not pace.wait(0.025):
+            honest_acks.append(honest.publish("appliance/dev-a/objects", b"slow %d" % len(honest_acks)))
+
+    thread = threading.Thread(target=trickle)
+    start = time.monotonic()
+    thread.start()
+    acks: list[str] = []
+    while thread.is_alive():  # the flood lasts as long as the trickle
+        acks += flood(flooder, "appliance/dev-b/objects", 100)
+    elapsed = time.monotonic() - start
+    thread.join()
+    accepted, refused = acks.count("Success"), acks.count("Not authorized")
+    assert len(acks) / elapsed > 4 * RATE, "the flood was too slow to test the limit"
+    assert accepted + refused == len(acks)
+    assert BURST <= accepted <= BURST + RATE * elapsed + 3, (accepted, elapsed)
+    assert honest_acks == ["Success"] * 20
+    # The broker forwards one client's messages in order: after this one, any of the flood's would be in.
+    assert honest.publish("appliance/dev-a/objects", b"last") == "Success"
+    assert wait_for(lambda: ("appliance/dev-a/objects", b"last") in pricing.messages)
+    assert sum(t == "appliance/dev-b/objects" for t, _p in pricing.messages) == accepted
+    assert sum(t == "appliance/dev-a/objects" for t, _p in pricing.messages) == 21
+    assert "Not authorized" not in flood(pricing, "appliance/dev-a/quotes", 3 * BURST)
+
+    # Logged at a falling rate: the 1st, 2nd, 4th, 8th ... refusal.
+    def logged() -> int:
+        return limited_broker.log.read_text().count("rate limit: refused dev-b publishing")
+
+    assert wait_for(lambda: logged() >= refused.bit_length())
+    assert logged() == refused.bit_length()
+    for client in (pricing, honest, flooder):
+        client.close()
+
+
+def test_reconnecting_does_not_refill_a_devices_rate_limit(limited_broker: TlsBroker, certs: Path) -> None:
+    """The limit belongs to the certificate, not the connection: a new connection starts with what the
+    old one left, or a flooder would reconnect for a fresh burst."""
+    pricing = connect(limited_broker, certs, "pricing-service")
+    assert pricing.subscribe("$share/pricing/appliance/+/objects") == 1
+    flooder = connect(limited_broker, certs, "dev-b")
+    assert "Not authorized" in flood(flooder, "appliance/dev-b/objects", 3 * BURST)
+    emptied = time.monotonic()  # its last PUBACK was a refusal: the bucket held less than one message
+    flooder.close()
+    again = connect(limited_broker, certs, "dev-b")
+    assert again.connected.is_set()
+    accepted = flood(again, "appliance/dev-b/objects", BURST).count("Success")
+    assert accepted <= RATE * (time.monotonic() - emptied) + 2
+    for client in (pricing, again):
+        client.close()

@@ -21,7 +21,7 @@ fi
 # loads it from.
 tmp=$(mktemp "$out.XXXXXX")
 trap 'rm -f "$tmp"' EXIT
-"$cc" -shared -fPIC -O2 -Wall -Wextra -o "$tmp" "$source_file"
+"$cc" -shared -fPIC -O2 -Wall -Wextra -o "$tmp" "$source_file" -lm
 chmod 0644 "$tmp"
 mv -f "$tmp" "$out"
 echo "share_guard: built $out"
