@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds share_guard.so, the broker plugin that keeps devices out of shared subscriptions
-# (deploy/mosquitto/share_guard.c, docs/broker.md). Run it on the broker host: the plugin is built
-# against that host's mosquitto headers and architecture.
+# Builds share_guard.so, the broker plugin that keeps devices out of shared subscriptions and limits how
+# fast each may publish (deploy/mosquitto/share_guard.c, docs/broker.md). Run it on the broker host: the
+# plugin is built against that host's mosquitto headers and architecture.
 #
 #   deploy/mosquitto/build-share-guard.sh [OUT]      OUT defaults to ./share_guard.so
 #
