@@ -18,6 +18,7 @@ from paho.mqtt.properties import Properties
 
 from device.wire import CONTENT_TYPE, ObjectMessage, encode
 
+OVERSIZE = 15_000
 # U+FEFF passes mosquitto but paho refuses it [MQTT-1.5.4-3]; each property it can hide in.
 _BOM = "\ufeff"
 
@@ -90,8 +91,9 @@ def _bad_float(rng: random.Random, _b: ObjectMessage, good: bytes, _d: str) -> A
 
 
 def _oversize(rng: random.Random, _b: ObjectMessage, good: bytes, _d: str) -> Attack:
-    # Near mosquitto's max_packet_size in the production config (64 KB): what filled the queue.
-    return Attack("oversize", good + rng.randbytes(60_000))
+    # Just under the production broker's max_packet_size (16 KB, deploy/mosquitto/appliance.conf): the
+    # largest message that reaches the service. Bigger ones cost the sender its connection at the broker.
+    return Attack("oversize", good + rng.randbytes(OVERSIZE - len(good)))
 
 
 def _sparse_seq(rng: random.Random, base: ObjectMessage, _g: bytes, _d: str) -> Attack:

@@ -4,8 +4,15 @@ never here: timing assertions in tests only measure how busy the CI machine is).
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+
+import pytest
+
+from pricing.bench_fuzz import fuzz_checks
 
 from .cli_helpers import appliance
+from .conftest import ROOT
 
 CPU = {"APPLIANCE_RUNTIME__DEVICE": "cpu"}
 
@@ -46,4 +53,51 @@ def test_bench_ota_reports_download_check_and_swap_figures() -> None:
         "verified download overhead over plain GET",
         "longest frame gap with a swap",
         "longest frame gap",
+    ]
+
+
+def test_bench_fuzz_reports_every_figure() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pricing", "bench", "fuzz", "--attacks", "220", "--sparse", "200", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode in (0, 1), result.stderr
+    report = json.loads(result.stdout)["fuzz"]
+    assert report["unaccounted"] == 0 and report["reconnects"] == 0
+    assert report["paced"]["attack_messages"] > 0 and report["flood"]["attack_messages"] == 420
+    counts = report["service_counts"]
+    assert counts["refused_packets"] >= 20 and counts["rejected_oversize"] >= 20  # both phases had them
+    for phase in ("quiet", "paced", "flood"):
+        assert report[phase]["honest_samples"] > 0 and report[phase]["honest_p99_ms"] > 0
+    assert report["paced"]["rate"] == 1000.0 and report["flood"]["rate"] == "max"
+    assert report["rss_mb"]["before"] > 20 and report["rss_mb"]["after"] > 20
+
+
+GOOD_FUZZ = {
+    "rss_growth_mb": 1.5,
+    "paced": {"rate": 1000.0, "p99_ratio": 1.4},
+    "reconnects": 0,
+    "unaccounted": 0,
+}
+
+
+@pytest.mark.parametrize(
+    ("bad", "failing"),
+    [
+        ({"rss_growth_mb": 120.0}, "RSS growth"),
+        ({"paced": {"rate": 1000.0, "p99_ratio": 6.0}}, "honest p99"),
+        ({"reconnects": 1}, "reconnects"),
+        ({"unaccounted": 3}, "did not account"),
+        ({"unaccounted": -3}, "did not account"),
+    ],
+)
+def test_each_fuzz_check_fails_on_a_bad_measurement(bad: dict[str, object], failing: str) -> None:
+    assert all(c["ok"] for c in fuzz_checks(GOOD_FUZZ))
+    checks = fuzz_checks({**GOOD_FUZZ, **bad})
+    assert [c["check"] for c in checks if not c["ok"]] == [
+        next(c["check"] for c in checks if failing in c["check"])
     ]
