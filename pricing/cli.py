@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--attacks", type=int, default=22_000, help="fuzz: corpus messages")
     bench.add_argument("--sparse", type=int, default=50_000, help="fuzz: scattered-seq messages after them")
+    bench.add_argument(
+        "--rate", type=float, default=1000.0, help="fuzz: the paced attack's messages per second"
+    )
     bench.add_argument("--items", type=int, default=1_000_000)
     bench.add_argument("--dims", default="256,1280")
     bench.add_argument("--queries", type=int, default=200)
@@ -85,7 +88,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "bench" and args.what == "fuzz":
         from pricing.bench_fuzz import bench_fuzz
 
-        return bench_fuzz(args.attacks, args.sparse, args.json)
+        return bench_fuzz(args.attacks, args.sparse, args.rate, args.json)
     if args.command == "bench":
         from pricing.bench import bench
 
