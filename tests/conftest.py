@@ -1,4 +1,5 @@
-"""Shared fixtures: the real models, the real photos, and a stub Edge TPU delegate built with gcc."""
+"""Shared fixtures: the real models, the real photos, a stub Edge TPU delegate built with gcc, and real
+mosquitto brokers (plain, and the production config over TLS)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from device.vision.runtime import InterpreterFactory, LoadedModel
 
 from .broker import Mosquitto
 from .daemons import reap
+from .tls_broker import TlsBroker, build_share_guard, site_pki
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
@@ -88,6 +90,26 @@ def stub_delegate(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """A real mosquitto on a free loopback port, stopped after the test."""
     instance = Mosquitto(tmp_path)
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A site's certificates from deploy/pki.sh (names: tests/tls_broker.py site_pki); never modified."""
+    return site_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def share_guard(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_share_guard(tmp_path_factory.mktemp("plugin") / "share_guard.so")
+
+
+@pytest.fixture()
+def tls_broker(tmp_path: Path, certs: Path, share_guard: Path) -> Iterator[TlsBroker]:
+    """mosquitto with deploy/mosquitto/appliance.conf as it is, over TLS on a free loopback port."""
+    instance = TlsBroker(tmp_path, certs, share_guard)
     instance.start()
     yield instance
     instance.stop()
