@@ -75,6 +75,7 @@ def test_bench_fuzz_reports_every_figure() -> None:
         assert report[phase]["honest_samples"] > 0 and report[phase]["honest_p99_ms"] > 0
     assert report["paced"]["rate"] == 1000.0 and report["flood"]["rate"] == "max"
     assert report["rss_mb"]["before"] > 20 and report["rss_mb"]["after"] > 20
+    assert all(report["dedupe"][k] > 0 for k in ("in_order_us", "every_other_us", "random_us"))
 
 
 GOOD_FUZZ = {
@@ -82,6 +83,7 @@ GOOD_FUZZ = {
     "paced": {"rate": 1000.0, "p99_ratio": 1.4},
     "reconnects": 0,
     "unaccounted": 0,
+    "dedupe": {"ratio": 3.0},
 }
 
 
@@ -93,6 +95,7 @@ GOOD_FUZZ = {
         ({"reconnects": 1}, "reconnects"),
         ({"unaccounted": 3}, "did not account"),
         ({"unaccounted": -3}, "did not account"),
+        ({"dedupe": {"ratio": 4000.0}}, "dedupe"),
     ],
 )
 def test_each_fuzz_check_fails_on_a_bad_measurement(bad: dict[str, object], failing: str) -> None:
