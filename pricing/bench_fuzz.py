@@ -49,6 +49,7 @@ def fuzz_checks(result: dict[str, Any]) -> list[dict[str, Any]]:
         check("RSS growth MB after both attacks", result["rss_growth_mb"], "<=", 10.0),
         check(f"honest p99 attack / quiet, attacker at {paced['rate']}/s", paced["p99_ratio"], "<=", 2.0),
         check("service reconnects during the attacks", result["reconnects"], "<=", 0),
+        check("dedupe µs, worst scattered pattern / in order", result["dedupe"]["ratio"], "<=", 10.0),
         check(
             "messages the service did not account for, or counted twice", abs(result["unaccounted"]), "<=", 0
         ),
