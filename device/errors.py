@@ -9,6 +9,7 @@ from __future__ import annotations
 
 # sysexits(3) codes: systemd's RestartPreventExitStatus=78 keys off EX_CONFIG so a bad config file does
 # not turn into a restart loop.
+EX_USAGE = 64
 EX_SOFTWARE = 70
 EX_DATAERR = 65
 EX_NOINPUT = 66
@@ -79,6 +80,20 @@ class UpdateBusyError(UpdateError):
     """Another updater (the daemon or `appliance ota`) holds the lock; try again shortly."""
 
     exit_code = EX_TEMPFAIL
+
+
+class UsageError(ApplianceError):
+    """A command-line value is malformed (a version, a model id, a channel). Nothing was changed: fix the
+    named value and run the command again."""
+
+    exit_code = EX_USAGE
+
+
+class ReleaseRefusedError(ApplianceError):
+    """The release tool will not publish a release whose validation vectors could not catch a broken
+    model on a device (docs/ota.md). Nothing was written; add what the message names."""
+
+    exit_code = EX_DATAERR
 
 
 class RegistryUnavailableError(ApplianceError):
