@@ -346,6 +346,8 @@ def test_the_release_tool_publishes_the_manifest_version_by_default(
                 "efficientnet-lite0-int8",
                 "--photo",
                 str(PHOTOS[0]),
+                "--photo",
+                str(PHOTOS[1]),  # an embedder needs two photos it tells apart (tests/test_release_tool.py)
             ]
         )
         == 0

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from device.cli_main import run_main
-from device.errors import ConfigError
 
+from . import checks
 from .publish import NewRelease, add_release, change, decode
 from .repository import Repository
 
@@ -59,6 +59,13 @@ def _release_args(cmd: argparse.ArgumentParser) -> None:
 
 def _dispatch(args: argparse.Namespace) -> int:
     repo = Repository(args.repo, args.keys)
+    if args.command in ("promote", "rollout", "halt"):
+        # They only look a release up, but a bad value should say so, not "no release ../x".
+        checks.value("--model", args.model, checks.MODEL_ID)
+        checks.value("--version", args.version, checks.VERSION)
+    if args.command in ("promote", "rollout"):
+        checks.value("--channel", args.channel, checks.CHANNEL)
+        checks.percent(args.percent)
     if args.command == "init":
         print(f"repository created; install {repo.init()} on devices as ota.trusted_root")
     elif args.command == "add":
@@ -67,7 +74,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
         print(f"published {add_release(repo, new)}")
     elif args.command in ("promote", "rollout"):
-        _percent(args.percent)
         path = change(
             repo, args.model, args.version, lambda c: c["channels"].__setitem__(args.channel, args.percent)
         )
@@ -86,11 +92,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         json.dump(_listing(repo), sys.stdout, indent=2)
         print()
     return 0
-
-
-def _percent(value: int) -> None:
-    if not 0 <= value <= 100:
-        raise ConfigError(f"--percent must be 0..100, not {value}")
 
 
 def _listing(repo: Repository) -> list[dict[str, Any]]:

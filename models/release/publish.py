@@ -15,10 +15,11 @@ from typing import Any
 
 import cv2
 import numpy as np
+from pydantic import ValidationError
 from tuf.api.metadata import Metadata, Targets
 
 from device.config import DetectorConfig, EmbedderConfig, RuntimeConfig
-from device.errors import ConfigError
+from device.errors import ConfigError, ReleaseRefusedError
 from device.ota.release import CUSTOM_KEY, ModelSpec, ReleaseInfo, Validation
 from device.ota.vectors import DETECTOR_TOLERANCE, EMBEDDER_TOLERANCE, pack_inputs, summarise
 from device.vision.images import read_image
@@ -27,6 +28,7 @@ from device.vision.models import make_adapter
 from device.vision.preprocess import Image
 from device.vision.runtime import InterpreterFactory
 
+from . import checks
 from .repository import Repository
 
 MAX_SIDE = 320  # validation photos are downscaled: they check the model, not the camera
@@ -51,44 +53,89 @@ class NewRelease:
 def add_release(
     repo: Repository, new: NewRelease, edit: Callable[[dict[str, Any]], None] | None = None
 ) -> str:
-    """Publish one release; returns its target path. `edit` may change the custom fields (tests use it
-    to forge bad releases that a careless or hostile publisher could sign)."""
+    """Publish one release; returns its target path. Nothing is written unless every value is valid and
+    the validation vectors could catch a broken model (release.checks). `expected` and `edit` skip that
+    check and may change the custom fields: tests use them to forge bad releases that a careless or
+    hostile publisher could sign."""
+    _check_values(new)
     manifest = Manifest.load(new.manifest)
     entry = manifest.get(new.model_id)
     kind = new.kind or entry.kind
-    version = new.version or entry.version
-    base = f"models/{kind}/{entry.id}/{version}"
+    version = new.version or checks.manifest_version(entry.id, new.manifest, entry.version)
     images = [_small(read_image(p)) for p in new.photos]
     if not images:
         raise ConfigError("give at least one --photo for the validation vectors")
-    expected = new.expected if new.expected is not None else _expected(manifest, entry, kind, images)
+    tolerance = new.tolerance or (EMBEDDER_TOLERANCE if kind == "embedder" else DETECTOR_TOLERANCE)
+    expected = new.expected
+    if expected is None:
+        expected = _expected(manifest, entry, kind, images)
+        checks.vectors_can_fail(kind, entry.id, new.photos, expected, tolerance)
+    info = _release_info(
+        new, manifest, entry, version=version, kind=kind, expected=expected, tolerance=tolerance
+    )
     targets = repo.targets()
     model_file = new.model_file or Path(entry.file)
-    info = ReleaseInfo(
-        model_id=entry.id,
-        kind=kind,
-        version=version,
-        channels={new.channel: new.percent},
-        min_firmware=new.min_firmware,
-        spec=_spec(entry, new.adapter),
-        labels=f"{base}/{Path(entry.labels).name}" if entry.labels else None,
-        cpu_twin=f"{base}/cpu/{Path(manifest.get(entry.cpu_twin).file).name}" if entry.cpu_twin else None,
-        validation=Validation(
-            inputs=f"{base}/validation.npz",
-            expected=tuple(expected),
-            tolerance=new.tolerance or (EMBEDDER_TOLERANCE if kind == "embedder" else DETECTOR_TOLERANCE),
-        ),
-    )
     fields = info.model_dump(mode="json")
     if edit is not None:
         edit(fields)
     custom = {CUSTOM_KEY: encode(fields)}
     repo.add_data(targets.signed, info.validation.inputs, pack_inputs(images))
     _add_files(repo, targets.signed, info, entry, manifest)
-    path = f"{base}/{model_file.name}"
+    path = f"{_base(info)}/{model_file.name}"
     repo.add_file(targets.signed, path, model_file, custom)
     repo.publish(targets)
     return path
+
+
+def _base(info: ReleaseInfo) -> str:
+    return f"models/{info.kind}/{info.model_id}/{info.version}"
+
+
+def _release_info(
+    new: NewRelease,
+    manifest: Manifest,
+    entry: ModelEntry,
+    *,
+    version: str,
+    kind: str,
+    expected: list[dict[str, Any]],
+    tolerance: dict[str, float],
+) -> ReleaseInfo:
+    base = f"models/{kind}/{entry.id}/{version}"
+    twin = manifest.get(entry.cpu_twin).file if entry.cpu_twin else None
+    try:
+        return ReleaseInfo(
+            model_id=entry.id,
+            kind=kind,
+            version=version,
+            channels={new.channel: new.percent},
+            min_firmware=new.min_firmware,
+            spec=_spec(entry, new.adapter),
+            labels=f"{base}/{Path(entry.labels).name}" if entry.labels else None,
+            cpu_twin=f"{base}/cpu/{Path(twin).name}" if twin else None,
+            validation=Validation(
+                inputs=f"{base}/validation.npz", expected=tuple(expected), tolerance=tolerance
+            ),
+        )
+    except ValidationError as exc:
+        # Values from the command line were checked already; this is a manifest entry devices could not
+        # parse as a release. One line, never a pydantic error list.
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ReleaseRefusedError(
+            f"{entry.id}: the release would not parse on devices ({where}: {first['msg']}, "
+            f"given {first.get('input')!r}); fix the manifest entry"
+        ) from None
+
+
+def _check_values(new: NewRelease) -> None:
+    """Every value that names a path or a name on devices, before anything is read or run."""
+    checks.value("--model", new.model_id, checks.MODEL_ID)
+    if new.version:
+        checks.value("--version", new.version, checks.VERSION)
+    checks.value("--min-firmware", new.min_firmware, checks.VERSION)
+    checks.value("--channel", new.channel, checks.CHANNEL)
+    checks.percent(new.percent)
 
 
 def encode(fields: dict[str, Any]) -> str:
