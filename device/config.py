@@ -202,7 +202,18 @@ class OtaConfig(_Section):
     interval_s: float = Field(default=3600.0, gt=0)
     jitter: float = Field(default=0.2, ge=0.0, le=1.0)  # +-20% spreads a fleet's checks out
     max_target_bytes: int = Field(default=64 * 1024 * 1024, gt=0)  # refused before downloading
-    timeout_s: float = Field(default=30.0, gt=0)
+    timeout_s: float = Field(default=30.0, gt=0)  # per read: a server that stops sending
+    # A server can also send just often enough to beat timeout_s (a byte every half second) and hold a
+    # check for ever, so each check has a budget. The deadline bounds the whole check: 300 s takes a
+    # 5.4 MB model through a 20 KB/s link (a weak 3G one); on a slower link the check stops with what
+    # arrived kept and the next check resumes it (Range), so the model still gets through, over a few
+    # checks. The rate floor cuts a trickle long before the deadline: a request that moved fewer than
+    # min_rate_bytes_per_s x rate_window_s bytes (20 KB) in the last rate_window_s is cut, so a byte
+    # every 0.5 s ends after 20 s, while an honest link of 1 KB/s or more, or a stall of a few seconds,
+    # never is. 0 turns the floor off.
+    check_deadline_s: float = Field(default=300.0, gt=0)
+    min_rate_bytes_per_s: int = Field(default=1024, ge=0)
+    rate_window_s: float = Field(default=20.0, gt=0)
     health_window_s: float = Field(default=300.0, gt=0)
     health_min_frames: int = Field(default=30, ge=1)
     max_errors: int = Field(default=3, ge=1)  # inference errors in the window that roll back

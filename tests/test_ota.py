@@ -23,7 +23,13 @@ from device.ota.journal import Outcome
 from device.vision.images import read_image
 
 from .conftest import DATA, MODELS, ROOT
-from .ota_helpers import PHOTOS, Faults, new_repo, ota_config, release, serve
+from .ota_helpers import PHOTOS, SERVERS, Faults, Serve, new_repo, ota_config, release, serve
+
+
+@pytest.fixture(params=list(SERVERS))
+def server(request: pytest.FixtureRequest) -> Serve:
+    """The main paths run against http.server (HTTP/1.0) and nginx (HTTP/1.1, kept-alive connections)."""
+    return SERVERS[request.param]
 
 
 def check(url: str, repo: Repository, state: Path, **extra: str) -> tuple[Engine, Outcome]:
@@ -40,10 +46,12 @@ def assert_untouched(engine: Engine, state: Path) -> None:
     )
 
 
-def test_a_signed_release_is_downloaded_validated_activated_and_taken_once(tmp_path: Path) -> None:
+def test_a_signed_release_is_downloaded_validated_activated_and_taken_once(
+    tmp_path: Path, server: Serve
+) -> None:
     repo = new_repo(tmp_path)
     release(repo)
-    with serve(repo.path) as url:
+    with server(repo.path, None) as url:
         engine, outcome = check(url, repo, tmp_path / "state")
         assert (outcome.outcome, outcome.version) == ("activated", "1.1.0")
         assert engine.slots.current("embedder") == "1.1.0"
@@ -53,11 +61,13 @@ def test_a_signed_release_is_downloaded_validated_activated_and_taken_once(tmp_p
     assert again.outcome == "up_to_date"  # taken once
 
 
-def test_a_newer_release_replaces_the_current_one_and_keeps_it_as_previous(tmp_path: Path) -> None:
+def test_a_newer_release_replaces_the_current_one_and_keeps_it_as_previous(
+    tmp_path: Path, server: Serve
+) -> None:
     repo = new_repo(tmp_path)
     release(repo, "1.1.0")
     state = tmp_path / "state"
-    with serve(repo.path) as url:
+    with server(repo.path, None) as url:
         engine, _ = check(url, repo, state)
         with engine.locked():
             engine.confirm("embedder", "test")
@@ -207,12 +217,12 @@ def test_an_unreachable_registry_keeps_the_current_model(tmp_path: Path) -> None
     assert engine.active("embedder")[2] == "1.0.0"
 
 
-def test_an_interrupted_download_resumes_where_it_stopped(tmp_path: Path) -> None:
+def test_an_interrupted_download_resumes_where_it_stopped(tmp_path: Path, server: Serve) -> None:
     repo = new_repo(tmp_path)
     release(repo)
     faults = Faults(break_after=2_000_000)
     state = tmp_path / "state"
-    with serve(repo.path, faults) as url:
+    with server(repo.path, faults) as url:
         _, outcome = check(url, repo, state)
         assert outcome.outcome == "rejected" and "will resume" in outcome.reason
         [part] = (state / "ota" / "staging").glob("*.part")

@@ -3,7 +3,9 @@
 ngclient verifies everything (the chain from the trusted root, signatures, expiry, versions, each
 target's length and hashes); this module only sets it up and turns its errors into ours: a repository
 that cannot be reached is RegistryUnavailableError (retry later), anything it serves that fails
-verification is UpdateError (refused).
+verification is UpdateError (refused). A repository too slow for the check's budget (ota.check_deadline_s,
+ota.min_rate_bytes_per_s) is unusable as much as one that cannot be reached: RegistryUnavailableError,
+with what it sent in how long.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from tuf.ngclient import Updater, UpdaterConfig
 from device import __version__
 from device.config import OtaConfig
 from device.errors import RegistryUnavailableError, UpdateError
-from device.ota.fetcher import Progress, ResumingFetcher
+from device.ota.fetcher import Budget, Limits, Progress, ResumingFetcher, SlowRepositoryError
 
 USER_AGENT = f"appliance/{__version__}"
 
@@ -35,7 +37,11 @@ def refresh(ota: OtaConfig, metadata: Path, staging: Path, progress: Progress | 
         except OSError as exc:
             raise UpdateError(f"trusted root {ota.trusted_root} is unreadable: {exc.strerror}") from None
     base = ota.repository_url.rstrip("/")
-    fetcher = ResumingFetcher(staging, f"{base}/targets/", ota.timeout_s, USER_AGENT, progress)
+    limits = Limits(ota.check_deadline_s, ota.min_rate_bytes_per_s, ota.rate_window_s)
+    budget = Budget(limits, base)  # one per check: the deadline runs from here to the last download
+    fetcher = ResumingFetcher(
+        staging, f"{base}/targets/", ota.timeout_s, USER_AGENT, budget=budget, progress=progress
+    )
     try:
         updater = Updater(
             str(metadata),
@@ -47,6 +53,8 @@ def refresh(ota: OtaConfig, metadata: Path, staging: Path, progress: Progress | 
             bootstrap=bootstrap,
         )
         updater.refresh()
+    except SlowRepositoryError as exc:
+        raise RegistryUnavailableError(str(exc)) from None
     except tuf_errors.DownloadError as exc:
         raise RegistryUnavailableError(f"model repository {base} is unreachable: {exc}") from None
     except (tuf_errors.RepositoryError, ValueError) as exc:
@@ -68,6 +76,8 @@ def download(updater: Updater, path: str, local: Path, ota: OtaConfig) -> Path:
         updater.download_target(info, str(local))
     except tuf_errors.LengthOrHashMismatchError as exc:
         raise UpdateError(f"target {path!r} does not match its signed hash and length: {exc}") from None
+    except SlowRepositoryError as exc:
+        raise RegistryUnavailableError(str(exc)) from None
     except tuf_errors.DownloadError as exc:
         raise UpdateError(f"download of {path!r} failed, will resume at the next check: {exc}") from None
     except OSError as exc:
