@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from device.commands.bench_ota import ota_checks
 from pricing.bench_fuzz import fuzz_checks
 
 from .cli_helpers import appliance
@@ -53,7 +54,11 @@ def test_bench_ota_reports_download_check_and_swap_figures() -> None:
         "verified download overhead over plain GET",
         "longest frame gap with a swap",
         "longest frame gap",
+        "no-op `appliance ota check`",
     ]
+    processes = report["process_ms"]  # whole processes, side by side in one run
+    assert 0 < processes["python_startup"] < processes["noop_check"] < processes["full_check"]
+    assert processes["noop_over_startup"] > 1
 
 
 def test_bench_fuzz_reports_every_figure() -> None:
@@ -101,6 +106,39 @@ GOOD_FUZZ = {
 def test_each_fuzz_check_fails_on_a_bad_measurement(bad: dict[str, object], failing: str) -> None:
     assert all(c["ok"] for c in fuzz_checks(GOOD_FUZZ))
     checks = fuzz_checks({**GOOD_FUZZ, **bad})
+    assert [c["check"] for c in checks if not c["ok"]] == [
+        next(c["check"] for c in checks if failing in c["check"])
+    ]
+
+
+GOOD_OTA = {
+    "overhead_ms_per_mb": 1.8,
+    "frame_gap_ms": {"with_swap": 84.6, "without_swap": 78.2, "detection_interval": 200.0},
+    "process_ms": {"noop_check": 210.0},
+}
+
+
+@pytest.mark.parametrize(
+    ("bad", "failing"),
+    [
+        ({"overhead_ms_per_mb": 25.0}, "verified download overhead"),
+        (
+            {"frame_gap_ms": {"with_swap": 250.0, "without_swap": 240.0, "detection_interval": 200.0}},
+            "one detection",
+        ),
+        (
+            {"frame_gap_ms": {"with_swap": 190.0, "without_swap": 78.2, "detection_interval": 200.0}},
+            "with / without",
+        ),
+        (
+            {"process_ms": {"noop_check": 420.0}},
+            "no-op",
+        ),  # the 0.4 s of loading LiteRT and OpenCV for nothing
+    ],
+)
+def test_each_ota_check_fails_on_a_bad_measurement(bad: dict[str, object], failing: str) -> None:
+    assert all(c["ok"] for c in ota_checks(GOOD_OTA))
+    checks = ota_checks({**GOOD_OTA, **bad})
     assert [c["check"] for c in checks if not c["ok"]] == [
         next(c["check"] for c in checks if failing in c["check"])
     ]
