@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from device.config import Config, load_config
 from device.vision.manifest import Manifest
-from device.vision.runtime import InterpreterFactory
+
+if TYPE_CHECKING:
+    from device.vision.runtime import InterpreterFactory
 
 
 @dataclass
@@ -18,6 +21,10 @@ class Context:
     factory: InterpreterFactory = field(init=False)
 
     def __post_init__(self) -> None:
+        # Here, not at the top: `appliance ota` imports config_path from this module, and a check that
+        # finds nothing new must not load LiteRT and numpy (docs/benchmarks.md, "Model updates").
+        from device.vision.runtime import InterpreterFactory  # noqa: PLC0415 - see above
+
         self.factory = InterpreterFactory(self.config.runtime)
 
 
