@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from device.commands.bench_ota import ota_checks
+from device.commands.bench_support import PRESSURE_CPU, LoadSpan, load_line, parse_pressure
 from pricing.bench_fuzz import fuzz_checks
 
 from .cli_helpers import appliance
@@ -142,3 +143,17 @@ def test_each_ota_check_fails_on_a_bad_measurement(bad: dict[str, object], faili
     assert [c["check"] for c in checks if not c["ok"]] == [
         next(c["check"] for c in checks if failing in c["check"])
     ]
+
+
+def test_machine_load_has_load_average_and_cpu_pressure_at_start_and_end() -> None:
+    psi = (
+        "some avg10=8.98 avg60=7.22 avg300=13.72 total=4971\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+    )
+    assert parse_pressure(psi) == {"avg10": 8.98, "avg60": 7.22}
+    span = LoadSpan().report()
+    for when in ("start", "end"):
+        load = span[when]
+        assert len(load["loadavg_1_5_15"]) == 3 and all(v >= 0 for v in load["loadavg_1_5_15"])
+        if PRESSURE_CPU.exists():  # kernels without PSI report None
+            assert set(load["cpu_pressure_some_pct"]) == {"avg10", "avg60"}
+    assert "avg10" in load_line(span) and "at end" in load_line(span)
