@@ -107,3 +107,9 @@ class ManifestError(ModelError):
     will not fix it, so it exits EX_CONFIG; it stays a ModelError for callers that catch those."""
 
     exit_code = EX_CONFIG
+
+
+class ReleaseInvalidError(UpdateError):
+    """A release failed validation on this device: it does not load, does not fit its kind, fails its
+    validation vectors, or its validation inputs are unreadable or too large. The device remembers the
+    signed files it refused and does not download them again until the repository publishes new ones."""

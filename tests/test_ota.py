@@ -32,6 +32,10 @@ def server(request: pytest.FixtureRequest) -> Serve:
     return SERVERS[request.param]
 
 
+# Well-formed embedder outputs for releases refused before their vectors are compared.
+UNUSED = [{"vector": "AAAA", "scale": 1.0, "zero_point": 0}] * 2
+
+
 def check(url: str, repo: Repository, state: Path, **extra: str) -> tuple[Engine, Outcome]:
     engine = Engine(ota_config(url, repo, state, **extra))
     outcomes, _ = engine.check()
@@ -163,7 +167,7 @@ def test_an_oversized_target_is_refused_before_downloading(tmp_path: Path) -> No
 def test_a_model_whose_tensors_do_not_fit_its_kind_is_refused(tmp_path: Path) -> None:
     repo = new_repo(tmp_path)
     # The SSD detector published as an embedder: it loads, but its outputs are boxes, not a vector.
-    release(repo, model_id="ssdlite-person-int8", kind="embedder", adapter="embedder", expected=[{}, {}])
+    release(repo, model_id="ssdlite-person-int8", kind="embedder", adapter="embedder", expected=UNUSED)
     with serve(repo.path) as url:
         engine, outcome = check(url, repo, tmp_path / "state")
     assert outcome.outcome == "rejected" and "does not fit the embedder adapter" in outcome.reason
@@ -198,9 +202,7 @@ def test_an_edge_tpu_model_without_a_cpu_twin_is_refused_on_a_device_without_a_t
     tmp_path: Path, manifest: Any
 ) -> None:
     repo = new_repo(tmp_path)
-    release(
-        repo, model_file=DATA / "edgetpu" / "mobilenet_v2_1.0_224_quant_edgetpu.tflite", expected=[{}, {}]
-    )
+    release(repo, model_file=DATA / "edgetpu" / "mobilenet_v2_1.0_224_quant_edgetpu.tflite", expected=UNUSED)
     with serve(repo.path) as url:
         engine, outcome = check(url, repo, tmp_path / "state")
     assert outcome.outcome == "rejected" and "compiled for the Edge TPU" in outcome.reason
@@ -224,7 +226,7 @@ def test_an_interrupted_download_resumes_where_it_stopped(tmp_path: Path, server
     state = tmp_path / "state"
     with server(repo.path, faults) as url:
         _, outcome = check(url, repo, state)
-        assert outcome.outcome == "rejected" and "will resume" in outcome.reason
+        assert outcome.outcome == "unavailable" and "will resume" in outcome.reason
         [part] = (state / "ota" / "staging").glob("*.part")
         kept = part.stat().st_size
         assert 1_900_000 < kept <= 2_000_000  # what arrived, less an incomplete last chunk

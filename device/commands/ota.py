@@ -3,6 +3,10 @@
 These run the same engine as the daemon, under the same lock. A release that `check` activates, or a
 rollback, is noticed by a running daemon within a second; it swaps the model in between frames and
 runs the health window (docs/ota.md).
+
+`check` exits with the code device.ota.journal.OUTCOMES gives its outcomes (65 rejected, 69 unavailable),
+the same table docs/ota.md shows; a check refused as a whole exits with its error's code, which is the
+same one, and its outcome is in the journal (`status`) as the daemon's would be.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from typing import Any
 
 from device.commands.context import config_path
 from device.config import Config, load_config
-from device.errors import ConfigError
+from device.errors import ConfigError, RegistryUnavailableError, UpdateBusyError, UpdateError
 from device.ota.engine import Engine
+from device.ota.journal import exit_code
 
 
 def ota(
@@ -26,9 +31,9 @@ def ota(
         raise ConfigError("OTA updates are off: set [ota] enabled, repository_url and trusted_root")
     engine = Engine(config, progress=None if as_json else _progress)
     if action == "check":
-        outcomes, _ = engine.check()
-        result: Any = [o.model_dump() for o in outcomes]
-    elif action == "status":
+        return _check(engine, as_json)
+    result: Any
+    if action == "status":
         result = status(engine, config)
     elif action == "rollback":
         with engine.locked():
@@ -37,6 +42,21 @@ def ota(
         result = _pin(engine, _kind(kind), version)
     _print(result, as_json)
     return 0
+
+
+def _check(engine: Engine, as_json: bool) -> int:
+    try:
+        outcomes, _ = engine.check()
+    except UpdateBusyError:
+        raise
+    except (UpdateError, RegistryUnavailableError):
+        # The error's own line goes to stderr (and sets the exit code); --json also gets the outcome.
+        last = engine.journal.last()
+        if as_json and last is not None:
+            _print([last.model_dump()], as_json)
+        raise
+    _print([o.model_dump() for o in outcomes], as_json)
+    return exit_code(o.outcome for o in outcomes)
 
 
 def status(engine: Engine, config: Config) -> dict[str, Any]:
@@ -105,6 +125,12 @@ def _status_text(status: dict[str, Any]) -> str:
         )
     if status.get("refused"):
         lines.append(f"refused   {', '.join(status['refused'])} (rolled back from on this device)")
+    for invalid in status.get("invalid") or []:
+        lines.append(
+            f"invalid   {invalid['release']} (not downloaded again until republished): {invalid['reason']}"
+        )
+    for reason in status.get("bad_entries") or []:
+        lines.append(f"bad entry {reason}")
     if status.get("last_check"):
         lines.append(f"checked   {_when(status['last_check'])}")
     if status.get("last"):
@@ -121,4 +147,7 @@ def _outcome_text(outcome: dict[str, Any]) -> str:
         return "  ".join(f"{k}={v}" for k, v in outcome.items() if v is not None)
     when = _when(outcome["at"]) if outcome.get("at") else ""
     what = " ".join(str(outcome[k]) for k in ("outcome", "kind", "version") if outcome.get(k))
+    if outcome.get("count", 1) > 1:
+        what += f" ({outcome['count']} checks in a row, the last"
+        when = f"{when})" if when else ")"
     return f"{what}{' at ' + when if when else ''}{': ' + outcome['reason'] if outcome.get('reason') else ''}"

@@ -20,13 +20,19 @@ from tuf.ngclient import Updater
 
 from device import __version__
 from device.config import Config
-from device.errors import ModelError, UpdateBusyError, UpdateError
+from device.errors import (
+    ModelError,
+    RegistryUnavailableError,
+    ReleaseInvalidError,
+    UpdateBusyError,
+    UpdateError,
+)
 from device.ota import faults, remote
 from device.ota.fetcher import Progress
-from device.ota.index import read_index
-from device.ota.journal import Health, Journal, Outcome
-from device.ota.release import ReleaseInfo, version_key
-from device.ota.select import Device, Wanted, choose
+from device.ota.index import Listing, read_index
+from device.ota.journal import Health, Invalid, Journal, Outcome
+from device.ota.release import version_key
+from device.ota.select import Blocked, Device, Wanted, choose
 from device.ota.slots import Slots, entries_for, write_manifest
 from device.ota.validate import INPUTS_FILE, Validated, validate
 from device.vision.manifest import Manifest
@@ -150,14 +156,16 @@ class Engine:
         manifest, model_id, _ = self.active(kind)
         return (factory or self.factory).load(manifest, model_id)
 
-    def device(self, kind: str) -> Device:
+    def device(self, kind: str, listing: Listing | None = None) -> Device:
         state = self.journal.state
+        fingerprints = listing.fingerprints if listing is not None else {}
         return Device(
             self.config.device_id,
             self.ota.channel,
             __version__,
             state.pins.get(kind),
             frozenset(state.refused),
+            frozenset(path for path, digest in fingerprints.items() if digest in state.invalid),
         )
 
     # -- the check -----------------------------------------------------------------------------
@@ -167,14 +175,18 @@ class Engine:
         activations: list[Activation] = []
         with self.locked():
             self.recover()
-            updater = self._refresh()
-            releases, problems = read_index(updater, self.staging, self.ota.max_target_bytes)
-            self.journal.state.last_check = time.time()
-            for problem in problems:
-                outcomes.append(Outcome(outcome="rejected", reason=problem, at=time.time()))
-                self.journal.record(outcomes[-1])
+            self.journal.begin_check()
+            try:
+                updater = self._refresh()
+                listing = read_index(updater, self.staging, self.ota.max_target_bytes)
+            except (UpdateError, RegistryUnavailableError) as exc:
+                # Recorded here, so `appliance ota status` shows it as the daemon's status does.
+                failed = "unavailable" if isinstance(exc, RegistryUnavailableError) else "rejected"
+                self.journal.record(Outcome(outcome=failed, reason=str(exc), at=time.time()))
+                raise
+            outcomes.extend(self._bad_entries(listing))
             for kind in self.ota.kinds:
-                outcome, activation = self._check_kind(updater, releases, kind, running)
+                outcome, activation = self._check_kind(updater, listing, kind, running)
                 outcomes.append(outcome)
                 if activation is not None:
                     activations.append(activation)
@@ -184,41 +196,114 @@ class Engine:
     def _refresh(self) -> Updater:
         return remote.refresh(self.ota, self.root / "metadata", self.staging, self.progress)
 
+    def _bad_entries(self, listing: Listing) -> list[Outcome]:
+        """Index entries that are not releases: each is recorded (and returned) the first time it is
+        seen, then only listed in the status while the index still holds it."""
+        new = []
+        for digest, problem in listing.problems.items():
+            if digest not in self.journal.state.bad_entries:
+                log.error("OTA: %s", problem.reason)
+                new.append(
+                    Outcome(
+                        outcome="rejected",
+                        kind=problem.kind,
+                        version=problem.version,
+                        reason=problem.reason,
+                        at=time.time(),
+                    )
+                )
+                self.journal.record(new[-1])
+        self.journal.state.bad_entries = {d: p.reason for d, p in listing.problems.items()}
+        listed = set(listing.fingerprints.values())
+        self.journal.state.invalid = {d: i for d, i in self.journal.state.invalid.items() if d in listed}
+        return new
+
     def _check_kind(
-        self, updater: Updater, releases: dict[str, ReleaseInfo], kind: str, running: bool
+        self, updater: Updater, listing: Listing, kind: str, running: bool
     ) -> tuple[Outcome, Activation | None]:
-        _, _, active = self.active(kind)
-        halted = [r for r in releases.values() if r.kind == kind and r.version == active and r.halted]
+        _, model_id, active = self.active(kind)
+        releases = listing.releases
+        halted = [
+            r
+            for r in releases.values()
+            if r.kind == kind and r.model_id == model_id and r.version == active and r.halted
+        ]
         if halted and self.slots.current(kind) is not None:
             return self.rollback(kind, f"release {halted[0].key} was halted: {halted[0].halt_reason}"), None
-        wanted = choose(releases, kind, self.device(kind))
+        device = self.device(kind, listing)
+        wanted = choose(releases, kind, device)
+        if isinstance(wanted, Blocked):
+            log.error("OTA: %s", wanted.reason)
+            version = device.pinned or ""
+            blocked = Outcome(
+                outcome="rejected", kind=kind, version=version, reason=wanted.reason, at=time.time()
+            )
+            self.journal.record(blocked)
+            return blocked, None
+        held = self._held(listing, kind, device, wanted, active)
+        if held is not None:
+            return held, None
+        assert wanted is not None  # _held returns an outcome when there is nothing to take
+        return self._take_and_activate(updater, listing, wanted, running)
+
+    def _held(
+        self, listing: Listing, kind: str, device: Device, wanted: Wanted | None, active: str
+    ) -> Outcome | None:
+        """Why `wanted` is not taken now (not journaled: `last_check` says the check happened), or None."""
+        now = time.time()
         if wanted is None or wanted.release.version == active:
-            return Outcome(outcome="up_to_date", kind=kind, version=active, at=time.time()), None
+            skipped = self._skipped(listing, kind, device)
+            return Outcome(outcome="up_to_date", kind=kind, version=active, reason=skipped, at=now)
         if kind in self.journal.state.health:
             return Outcome(
-                outcome="waiting", kind=kind, version=active, reason="a health window is open"
-            ), None
-        if self.device(kind).pinned is None and version_key(wanted.release.version) < version_key(active):
+                outcome="waiting", kind=kind, version=active, reason="a health window is open", at=now
+            )
+        if device.pinned is None and version_key(wanted.release.version) < version_key(active):
             return Outcome(
-                outcome="up_to_date", kind=kind, version=active, reason="newer than the release"
-            ), None
+                outcome="up_to_date", kind=kind, version=active, reason="newer than the release", at=now
+            )
+        return None
+
+    def _take_and_activate(
+        self, updater: Updater, listing: Listing, wanted: Wanted, running: bool
+    ) -> tuple[Outcome, Activation | None]:
         try:
             validated = self._take(updater, wanted)
-        except UpdateError as exc:
-            log.error("OTA: %s", exc)
-            self.journal.state.step = None
-            shutil.rmtree(self._workdir(wanted), ignore_errors=True)
-            outcome = Outcome(
-                outcome="rejected", kind=kind, version=wanted.release.version, reason=str(exc), at=time.time()
-            )
-            self.journal.record(outcome)
-            return outcome, None
+        except (UpdateError, RegistryUnavailableError) as exc:
+            if isinstance(exc, ReleaseInvalidError):  # it would fail the same way next time
+                digest = listing.fingerprints[wanted.target_path]
+                invalid = Invalid(release=wanted.release.key, reason=str(exc), at=time.time())
+                self.journal.state.invalid[digest] = invalid
+            return self._not_taken(wanted, exc), None
+        kind = wanted.release.kind
         self._activate(kind, validated, running)
         outcome = Outcome(
             outcome="activated", kind=kind, version=wanted.release.version, reason=wanted.why, at=time.time()
         )
         self.journal.record(outcome)
         return outcome, Activation(kind, validated)
+
+    def _not_taken(self, wanted: Wanted, exc: UpdateError | RegistryUnavailableError) -> Outcome:
+        log.error("OTA: %s", exc)
+        self.journal.state.step = None
+        shutil.rmtree(self._workdir(wanted), ignore_errors=True)
+        failed = "unavailable" if isinstance(exc, RegistryUnavailableError) else "rejected"
+        release = wanted.release
+        outcome = Outcome(
+            outcome=failed, kind=release.kind, version=release.version, reason=str(exc), at=time.time()
+        )
+        self.journal.record(outcome)
+        return outcome
+
+    def _skipped(self, listing: Listing, kind: str, device: Device) -> str:
+        """Why releases of `kind` that failed validation here before are not downloaded again."""
+        notes = []
+        for path in sorted(device.invalid):
+            release = listing.releases[path]
+            if release.kind == kind:
+                why = self.journal.state.invalid[listing.fingerprints[path]].reason
+                notes.append(f"skipped {release.key}: it failed validation before on this device ({why})")
+        return "; ".join(notes)
 
     def _workdir(self, wanted: Wanted) -> Path:
         return self.staging / f"{wanted.release.kind}-{wanted.release.version}"
@@ -243,7 +328,10 @@ class Engine:
         }
         self.journal.begin("verify", release.kind, release.version)
         faults.checkpoint("verify")
-        write_manifest(workdir, entries_for(release, local))
+        try:
+            write_manifest(workdir, entries_for(release, local))
+        except (ModelError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+            raise ReleaseInvalidError(f"{release.kind} release {release.key} refused: {exc}") from None
         validated = validate(release, workdir, self.factory, self.config.detector, self.config.embedder)
         self.journal.begin("stage", release.kind, release.version)
         faults.checkpoint("stage")

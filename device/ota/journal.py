@@ -5,23 +5,71 @@ so it is always either the old or the new version. It records:
 - `step`: the step in progress (download, verify, stage, activate), to clean up after a crash;
 - `health`: releases activated but not yet confirmed by a health window;
 - `refused`: releases this device rolled back from, never taken again automatically;
+- `invalid`: releases that failed validation here, by the digest of their signed files: skipped without
+  a download until the repository changes one of those files (or the firmware changes);
+- `bad_entries`: index entries that are not well-formed releases, each recorded in `history` once;
 - `pins`: the operator's pinned versions;
-- `history`: the last outcomes, newest last (the status topic shows the newest);
-- `last_check`: when the repository was last checked (wall clock).
+- `history`: the last outcomes, newest last (the status topic shows the newest); the same outcome again
+  is one entry with a `count`;
+- `last_check`: when the repository was last checked (wall clock), whatever came of it.
+
+OUTCOMES is the one table of what a check can come to: its exit code from `appliance ota check`, whether
+it is written to the journal, and what it means (docs/ota.md shows the same table).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from device.errors import RegistryUnavailableError, UpdateError
+
 log = logging.getLogger(__name__)
 
 HISTORY = 20
+
+
+@dataclass(frozen=True)
+class Meaning:
+    exit_code: int  # of `appliance ota check`
+    journal: bool  # written to the journal's history (and so shown as the status's `last`)
+    means: str
+
+
+OUTCOMES = {
+    "activated": Meaning(0, True, "a release passed every check and runs now; its health window decides"),
+    "confirmed": Meaning(0, True, "the health window passed (the daemon)"),
+    "rolled_back": Meaning(
+        0, True, "back to the previous slot: halted, unhealthy, or by the operator; not taken again"
+    ),
+    "up_to_date": Meaning(0, False, "nothing to take; the reason names releases skipped and why"),
+    "waiting": Meaning(0, False, "a health window is open; the next check goes on"),
+    "rejected": Meaning(
+        UpdateError.exit_code,
+        True,
+        "refused: metadata (signature, expiry, replay, length), the index or one entry of it, a target "
+        "(hash, size), the release's validation, or a pin over its firmware",
+    ),
+    "unavailable": Meaning(
+        RegistryUnavailableError.exit_code,
+        True,
+        "the repository could not be reached, was too slow, or broke off a download (which resumes)",
+    ),
+}
+# When one check has several outcomes (one per kind), its exit code is the first of these it has.
+PRECEDENCE = ("rejected", "unavailable")
+
+
+def exit_code(outcomes: Iterable[str]) -> int:
+    present = set(outcomes)
+    return next((OUTCOMES[o].exit_code for o in PRECEDENCE if o in present), 0)
 
 
 class Step(BaseModel):
@@ -43,11 +91,29 @@ class Health(BaseModel):
 
 class Outcome(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    outcome: str  # activated, confirmed, rolled_back, rejected, up_to_date, unavailable, pinned
+    outcome: str  # a key of OUTCOMES
     kind: str = ""
     version: str = ""
     reason: str = ""
-    at: float = 0.0
+    at: float = 0.0  # the last time, when count > 1
+    count: int = 1  # checks in a row that came to this same outcome
+
+    def same(self, other: Outcome) -> bool:
+        return (self.outcome, self.kind, self.version, self.reason) == (
+            other.outcome,
+            other.kind,
+            other.version,
+            other.reason,
+        )
+
+
+class Invalid(BaseModel):
+    """A release that failed validation on this device."""
+
+    model_config = ConfigDict(extra="forbid")
+    release: str  # model@version
+    reason: str
+    at: float
 
 
 class State(BaseModel):
@@ -55,6 +121,8 @@ class State(BaseModel):
     step: Step | None = None
     health: dict[str, Health] = Field(default_factory=dict)
     refused: list[str] = Field(default_factory=list)
+    invalid: dict[str, Invalid] = Field(default_factory=dict)  # fingerprint (device.ota.index) -> why
+    bad_entries: dict[str, str] = Field(default_factory=dict)  # digest of the entry -> why
     pins: dict[str, str] = Field(default_factory=dict)
     history: list[Outcome] = Field(default_factory=list)
     last_check: float | None = None
@@ -64,6 +132,7 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.state = self._load()
+        self._this_check: list[Outcome] = []
 
     def _load(self) -> State:
         try:
@@ -102,8 +171,24 @@ class Journal:
         self.state.step = None
         self.save()
 
+    def begin_check(self) -> None:
+        self.state.last_check = time.time()
+        self._this_check = []
+        self.save()
+
     def record(self, outcome: Outcome) -> None:
-        self.state.history = [*self.state.history, outcome][-HISTORY:]
+        """Append `outcome`, or count it on the newest entry if it is the same outcome again. Recorded
+        twice in one check (the engine records a failed check; the daemon's agent also did, before the
+        engine did), it is one entry."""
+        if any(outcome.same(seen) for seen in self._this_check):
+            return
+        self._this_check.append(outcome)
+        last = self.last()
+        if last is not None and last.same(outcome):
+            last.count += 1
+            last.at = outcome.at
+        else:
+            self.state.history = [*self.state.history, outcome][-HISTORY:]
         self.save()
 
     def last(self) -> Outcome | None:
@@ -116,6 +201,8 @@ class Journal:
             "health_windows": {k: h.version for k, h in self.state.health.items()},
             "pins": dict(self.state.pins),
             "refused": list(self.state.refused),
+            "invalid": [i.model_dump() for i in self.state.invalid.values()],
+            "bad_entries": sorted(set(self.state.bad_entries.values())),
             "last_check": self.state.last_check,
             "last": None if last is None else last.model_dump(),
         }

@@ -8,10 +8,21 @@ by their target paths so that TUF verifies them too.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from device.errors import UpdateError
 from device.vision.manifest import Adapter, Source, TensorSpec
@@ -21,7 +32,8 @@ _TARGET_PATH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity: a NaN tolerance would make every comparison pass.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def check_target_path(path: str) -> str:
@@ -31,11 +43,54 @@ def check_target_path(path: str) -> str:
     return path
 
 
+class EmbedderOutput(_Strict):
+    """What an embedder must output for one input: its int8 vector (base64) and quantisation."""
+
+    vector: str
+    scale: float = Field(gt=0)
+    zero_point: int
+
+    @field_validator("vector")
+    @classmethod
+    def _base64(cls, value: str) -> str:
+        try:
+            if not base64.b64decode(value, validate=True):
+                raise ValueError("the vector is empty")
+        except binascii.Error as exc:
+            raise ValueError(f"the vector is not base64 ({exc})") from None
+        return value
+
+
+class Detection(_Strict):
+    label: str
+    score: float = Field(ge=0, le=1)
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2, as fractions of the input's size
+
+
+class DetectorOutput(_Strict):
+    """What a detector must find in one input (its top detections)."""
+
+    detections: tuple[Detection, ...]
+
+
+def _output_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "detector" if "detections" in value else "embedder"
+    return "detector" if isinstance(value, DetectorOutput) else "embedder"
+
+
+Expected = Annotated[
+    Annotated[EmbedderOutput, Tag("embedder")] | Annotated[DetectorOutput, Tag("detector")],
+    Discriminator(_output_kind),
+]
+TOLERANCES = {"embedder": {"min_cosine"}, "detector": {"min_iou", "score", "count"}}
+
+
 class Validation(_Strict):
     """Sample inputs and a summary of the outputs expected from them (see device.ota.vectors)."""
 
     inputs: str  # target path of an .npz of uint8 RGB images
-    expected: tuple[dict[str, Any], ...]
+    expected: tuple[Expected, ...] = Field(min_length=1)
     tolerance: dict[str, float]
 
     @field_validator("inputs")
@@ -83,25 +138,51 @@ class ReleaseInfo(_Strict):
     def _paths(cls, value: str | None) -> str | None:
         return None if value is None else check_target_path(value)
 
+    @model_validator(mode="after")
+    def _vectors_fit_kind(self) -> Self:
+        """A detector's release carries detections, an embedder's vectors, each with its own tolerances:
+        anything else would fail at the device's comparison, after a download, instead of here."""
+        want = DetectorOutput if self.kind == "detector" else EmbedderOutput
+        for i, output in enumerate(self.validation.expected):
+            if not isinstance(output, want):
+                raise ValueError(f"validation.expected[{i}] is not what a {self.kind} outputs")
+        unknown = set(self.validation.tolerance) - TOLERANCES[self.kind]
+        if unknown:
+            raise ValueError(f"validation.tolerance has {sorted(unknown)}, not {self.kind} tolerances")
+        return self
+
     @property
     def key(self) -> str:
         return f"{self.model_id}@{self.version}"
 
 
-def parse_release(target_path: str, custom: dict[str, Any]) -> ReleaseInfo | None:
-    """The release a target describes; None for auxiliary targets (labels, inputs). UpdateError if the
-    field is there but malformed: a signed but broken release must be loud, not skipped quietly."""
-    raw = custom.get(CUSTOM_KEY)
-    if raw is None:
-        return None
+def parse_release(target_path: str, custom: object) -> ReleaseInfo:
+    """The release a target listed in the index describes. UpdateError, in one line, if the target has
+    no release field or a malformed one: a signed but broken release is refused and named, never an
+    internal error, and never a reason to stop reading the others."""
     try:
         check_target_path(target_path)
+        raw = custom.get(CUSTOM_KEY) if isinstance(custom, dict) else None
+        if raw is None:
+            raise ValueError(f"it has no {CUSTOM_KEY!r} custom field")
         # A JSON string: TUF's canonical JSON has no floats, and the release has scores and scales.
         if not isinstance(raw, str):
             raise ValueError(f"the {CUSTOM_KEY!r} field must be a JSON string")
         return ReleaseInfo.model_validate_json(raw)
-    except (ValidationError, ValueError) as exc:
+    except ValidationError as exc:
+        raise UpdateError(f"release target {target_path!r} is malformed: {one_line(exc)}") from None
+    except ValueError as exc:
         raise UpdateError(f"release target {target_path!r} is malformed: {exc}") from None
+
+
+def one_line(exc: ValidationError) -> str:
+    """pydantic's errors as `where: what` pairs, without its URLs and input dumps."""
+    parts = []
+    for error in exc.errors()[:3]:
+        where = ".".join(str(part) for part in error["loc"])
+        parts.append(f"{where}: {error['msg']}" if where else str(error["msg"]))
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
 def version_key(version: str) -> tuple[int, ...]:

@@ -55,6 +55,11 @@ def refresh(ota: OtaConfig, metadata: Path, staging: Path, progress: Progress | 
         updater.refresh()
     except SlowRepositoryError as exc:
         raise RegistryUnavailableError(str(exc)) from None
+    except tuf_errors.DownloadLengthMismatchError as exc:
+        # More metadata than a device accepts is a broken or hostile server, not a network problem.
+        raise UpdateError(
+            f"repository metadata refused: a file is longer than a device accepts ({exc})"
+        ) from None
     except tuf_errors.DownloadError as exc:
         raise RegistryUnavailableError(f"model repository {base} is unreachable: {exc}") from None
     except (tuf_errors.RepositoryError, ValueError) as exc:
@@ -78,8 +83,12 @@ def download(updater: Updater, path: str, local: Path, ota: OtaConfig) -> Path:
         raise UpdateError(f"target {path!r} does not match its signed hash and length: {exc}") from None
     except SlowRepositoryError as exc:
         raise RegistryUnavailableError(str(exc)) from None
-    except tuf_errors.DownloadError as exc:
-        raise UpdateError(f"download of {path!r} failed, will resume at the next check: {exc}") from None
+    except tuf_errors.DownloadLengthMismatchError as exc:  # the fetcher deleted what arrived
+        raise UpdateError(f"target {path!r} refused and deleted: {exc}") from None
+    except tuf_errors.DownloadError as exc:  # the network: what arrived is kept
+        raise RegistryUnavailableError(
+            f"download of {path!r} broke off, will resume at the next check: {exc}"
+        ) from None
     except OSError as exc:
         why = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror
         raise UpdateError(f"download of {path!r} aborted and removed: {why}") from None
