@@ -7,10 +7,15 @@ import json
 import subprocess
 import sys
 
+import cv2
 import pytest
 
 from device.commands.bench_ota import ota_checks
+from device.commands.bench_pipeline import payload, pipeline_checks
+from device.commands.bench_soak import soak_checks, soak_figures
 from device.commands.bench_support import PRESSURE_CPU, LoadSpan, load_line, parse_pressure
+from device.vision.images import read_image
+from device.wire import ObjectMessage, encode
 from pricing.bench_fuzz import fuzz_checks
 
 from .cli_helpers import appliance
@@ -37,9 +42,16 @@ def test_bench_pipeline_reports_every_figure() -> None:
     report = json.loads(result.stdout)
     assert set(report["fps"]) == {"pipeline_every_frame", "raw_interpreters", "pipeline_detect_every_3"}
     assert all(v > 0 for v in report["fps"].values())
-    assert report["message"]["bytes"] == 1373 and report["message"]["jpeg_over_message"] > 1
+    for ratio in ("processed_over_raw", "every3_over_every1"):  # a spread over rounds, not one figure
+        spread = report[ratio]
+        assert len(spread["rounds"]) == report["rounds"] >= 3
+        assert spread["min"] <= spread["median"] <= spread["max"]
+    message = report["message"]
+    assert message["published"] >= 1 and message["bytes"] == 1373
+    assert message["jpeg_over_message"]["p10"] <= message["jpeg_over_message"]["median"]
     assert report["non_inference_ms"]["median"] > 0
-    assert len(report["checks"]) == 4
+    assert set(report["machine_load"]) == {"start", "end"}
+    assert [c["check"] for c in report["checks"]] == [c["check"] for c in pipeline_checks(report)]
 
 
 def test_bench_ota_reports_download_check_and_swap_figures() -> None:
@@ -157,3 +169,85 @@ def test_machine_load_has_load_average_and_cpu_pressure_at_start_and_end() -> No
         if PRESSURE_CPU.exists():  # kernels without PSI report None
             assert set(load["cpu_pressure_some_pct"]) == {"avg10", "avg60"}
     assert "avg10" in load_line(span) and "at end" in load_line(span)
+
+
+GOOD_PIPELINE = {
+    "processed_over_raw": {"median": 0.96},
+    "every3_over_every1": {"median": 2.9},
+    "non_inference_ms": {"median": 0.67},
+    "message": {"bytes": 1373, "jpeg_over_message": {"median": 24.0}},
+}
+
+
+@pytest.mark.parametrize(
+    ("bad", "failing"),
+    [
+        ({"processed_over_raw": {"median": 0.90}}, "processed fps / raw"),
+        ({"processed_over_raw": {"median": 1.10}}, "broken method"),  # faster than its own invokes
+        ({"every3_over_every1": {"median": 2.0}}, "detect_every=3"),
+        ({"non_inference_ms": {"median": 1.6}}, "non-inference"),
+        ({"message": {"bytes": 5200, "jpeg_over_message": {"median": 24.0}}}, "message bytes"),
+        ({"message": {"bytes": 1373, "jpeg_over_message": {"median": 12.0}}}, "q90 JPEG"),
+    ],
+)
+def test_each_pipeline_check_fails_on_a_bad_measurement(bad: dict[str, object], failing: str) -> None:
+    assert all(c["ok"] for c in pipeline_checks(GOOD_PIPELINE))
+    checks = pipeline_checks({**GOOD_PIPELINE, **bad})
+    assert [c["check"] for c in checks if not c["ok"]] == [
+        next(c["check"] for c in checks if failing in c["check"])
+    ]
+
+
+def test_payload_is_judged_on_each_published_box_without_the_margin() -> None:
+    photo = read_image(ROOT / "demo" / "coffee.png")
+    height, width = photo.shape[:2]
+    boxes = [(0.3, 0.3, 0.5, 0.6), (0.1, 0.1, 0.9, 0.9), (0.4, 0.2, 0.6, 0.4)]
+    published = [(photo, _message(box)) for box in boxes]
+    report = payload(published, margin=0.1)
+    assert report["published"] == 3 and report["bytes"] == len(encode(published[0][1]))
+    bare = []
+    for x1, y1, x2, y2 in boxes:  # the box's own pixels, as a photo-sending design would send them
+        crop = photo[round(y1 * height) : round(y2 * height), round(x1 * width) : round(x2 * width)]
+        _, jpeg = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        bare.append(jpeg.size / report["bytes"])
+    assert report["jpeg_over_message"]["median"] == pytest.approx(sorted(bare)[1], rel=0.02)
+    assert report["jpeg_over_message"]["p10"] < report["jpeg_over_message"]["median"]
+    assert report["jpeg_with_context_margin_over_message"]["median"] > report["jpeg_over_message"]["median"]
+    assert payload([], margin=0.1)["jpeg_over_message"]["median"] == 0.0  # nothing published fails
+
+
+def _message(box: tuple[float, float, float, float]) -> ObjectMessage:
+    vector = bytes(range(256)) * 5
+    return ObjectMessage(1, 0, 1, 41, "cup", 0.9, box, "efficientnet-lite0-int8", "1.0.0", 0.01, 0, vector)
+
+
+# RSS samples (seconds into the run, MB): loading, then warm-up, then a slow creep.
+SOAK_SAMPLES = [(0.0, 60.0), (5.0, 150.0), (55.0, 168.0), (60.0, 170.0), (300.0, 176.0), (600.0, 173.0)]
+
+
+def test_soak_figures_say_which_sample_each_is() -> None:
+    figures = soak_figures(SOAK_SAMPLES, 600.0, 0)
+    assert figures["rss_mb_start"] == 60.0
+    assert figures["rss_mb_after_warmup"] == 170.0  # the first sample at 60 s, not the last
+    assert figures["rss_mb_end"] == 173.0
+    assert figures["rss_mb_max_after_warmup"] == 176.0
+    assert figures["growth_mb"] == 3.0
+    assert all(c["ok"] for c in soak_checks(figures))
+
+
+@pytest.mark.parametrize(
+    ("samples", "exit_code", "failing"),
+    [
+        (SOAK_SAMPLES, 1, "exited 0"),
+        (SOAK_SAMPLES[:5], None, "exited 0"),  # still running when sampling stopped
+        ([*SOAK_SAMPLES[:4], (300.0, 260.0), (600.0, 175.0)], 0, "largest"),
+        ([*SOAK_SAMPLES[:5], (600.0, 195.0)], 0, "growth"),
+    ],
+)
+def test_each_soak_check_fails_on_a_bad_measurement(
+    samples: list[tuple[float, float]], exit_code: int | None, failing: str
+) -> None:
+    checks = soak_checks(soak_figures(samples, 600.0, exit_code))
+    assert [c["check"] for c in checks if not c["ok"]] == [
+        next(c["check"] for c in checks if failing in c["check"])
+    ]
