@@ -31,8 +31,9 @@ from device.ota.engine import Engine
 from device.ota.journal import OUTCOMES, Outcome
 from device.vision.images import read_image
 
+from .broker import Mosquitto
 from .conftest import MODELS, ROOT
-from .ota_helpers import EMBEDDER, PHOTOS, new_repo, ota_config, ota_env, release, serve
+from .ota_helpers import EMBEDDER, PHOTOS, daemon_rig, new_repo, ota_config, ota_env, release, serve
 
 BOTH = {"APPLIANCE_OTA__KINDS": '["detector", "embedder"]'}
 
@@ -221,6 +222,27 @@ def test_a_metadata_refusal_from_the_cli_is_in_the_journal_and_status(tmp_path: 
     shown = status(env)
     assert shown["last"]["outcome"] == "rejected" and "UnsignedMetadataError" in shown["last"]["reason"]
     assert shown["last_check"] >= before
+
+
+def test_the_daemon_journals_a_refused_check_once_per_check_and_shows_it(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """The engine records a failed check and the daemon's agent records it too: one entry, counted once
+    per check, and the status topic shows it."""
+    repo = new_repo(tmp_path)
+    release(repo)
+    timestamp = repo.path / "metadata" / "timestamp.json"
+    timestamp.write_text(re.sub(r'"expires": "\d{4}', '"expires": "2099', timestamp.read_text()))
+    with daemon_rig(broker.port, tmp_path, repo, APPLIANCE_OTA__INTERVAL_S="2") as rig:
+        daemon = rig.start()
+        shown = rig.status(lambda s: (s["ota"].get("last") or {}).get("count", 1) >= 2, 60, "two checks")
+        daemon.terminate()
+        daemon.wait(10)
+    assert shown["ota"]["last"]["outcome"] == "rejected"
+    history = json.loads((rig.state / "ota" / "journal.json").read_text())["history"]
+    [entry] = [o for o in history if "UnsignedMetadataError" in o["reason"]]
+    checks = rig.log.read_text().count("OTA check failed")
+    assert entry["count"] == checks, (entry, checks)
 
 
 def test_a_tampered_index_is_refused_not_reported_unreachable(tmp_path: Path) -> None:
