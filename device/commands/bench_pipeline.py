@@ -333,4 +333,6 @@ def _text(report: dict[str, Any]) -> str:
     keys = ("fps", "processed_over_raw", "every3_over_every1", "non_inference_ms", "frame_to_publish_ms")
     figures = {k: report[k] for k in keys}
     figures["message"] = {k: v for k, v in report["message"].items() if k != "per_box"}
+    if "soak" in report:
+        figures["soak"] = report["soak"]
     return "\n".join([json.dumps(figures), load_line(report["machine_load"]), check_lines(report["checks"])])
