@@ -328,10 +328,12 @@ class Rig:
 
 
 @contextmanager
-def daemon_rig(port: int, tmp_path: Path, repo: Repository, **extra: str) -> Iterator[Rig]:
-    """The daemon on the test broker, the demo photos at 15 fps, OTA from `repo`."""
+def daemon_rig(
+    port: int, tmp_path: Path, repo: Repository, faults: Faults | None = None, **extra: str
+) -> Iterator[Rig]:
+    """The daemon on the test broker, the demo photos at 15 fps, OTA from `repo` (served with `faults`)."""
     state = tmp_path / "state"
-    with serve(repo.path) as url:
+    with serve(repo.path, faults) as url:
         env = {
             **daemon_env(port, state, "ota-dev"),
             **ota_env(url, repo, state),

@@ -1,18 +1,23 @@
 """One update check, end to end: refresh the signed metadata, choose, download, validate, stage, activate.
 
 Used by the daemon's agent (on its interval, a fleet notice or `cmd/ota-check`) and by `appliance ota`.
-Both take the same lock, so only one of them changes the slots at a time. Every step is written to the
-journal before it starts; `recover()` cleans up after a step that a crash interrupted.
+Two file locks: the check lock, held for a whole check (one check at a time: they share the staging
+folder), and the update lock, held only while the slots and the journal change, never over the network
+or a validation (`_unlocked`), so an operator's rollback or pin and a health-window verdict never wait
+for a check, however slow its repository. A check that finds the slots, pins or refusals changed when it
+comes to activate (`_basis`) activates nothing: the operator's decision stands and the next check
+decides again. Every step is written to the journal before it starts; `recover()` cleans up after a
+step that a crash interrupted.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import shutil
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +36,8 @@ from device.ota import faults, remote
 from device.ota.fetcher import Progress
 from device.ota.index import Listing, read_index
 from device.ota.journal import Health, Invalid, Journal, Outcome
+from device.ota.locks import WAIT_S as LOCK_WAIT_S
+from device.ota.locks import FileLock
 from device.ota.release import version_key
 from device.ota.select import Blocked, Device, Wanted, choose
 from device.ota.slots import Slots, entries_for, write_manifest
@@ -39,6 +46,10 @@ from device.vision.manifest import Manifest
 from device.vision.runtime import InterpreterFactory, LoadedModel
 
 log = logging.getLogger(__name__)
+
+
+class _Superseded(Exception):  # noqa: N818 (control flow inside the engine, never raised out of it)
+    """What a check decided on changed while it downloaded and validated: it activates nothing."""
 
 
 @dataclass
@@ -61,31 +72,62 @@ class Engine:
         self.staging = self.root / "staging"
         self.factory = factory or InterpreterFactory(config.runtime)
         self.progress = progress
+        self.cancel = threading.Event()  # set: a running check activates nothing (the daemon stops)
+        self._update_lock = FileLock(
+            self.root / "lock", "another update is in progress (the daemon or `appliance ota`)"
+        )
+        self._check_lock = FileLock(
+            self.root / "check.lock", "another check is in progress (the daemon or `appliance ota`)"
+        )
 
     # -- locking and recovery ------------------------------------------------------------------
     @contextmanager
-    def locked(self) -> Iterator[None]:
-        """One updater at a time (the daemon's agent or `appliance ota`); UpdateError if busy."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / "lock").open("w") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise UpdateBusyError(
-                    "another update is in progress (the daemon or `appliance ota`); try again shortly"
-                ) from None
+    def locked(self, wait_s: float = 0.0) -> Iterator[None]:
+        """The update lock: one writer of slots and journal at a time (the daemon or `appliance ota`),
+        waiting up to `wait_s` for it; UpdateBusyError if it stays busy."""
+        with self._update_lock.held(wait_s):
             self.journal.reload()
             yield
 
-    def recover(self) -> None:
+    def checking(self) -> AbstractContextManager[None]:
+        """The check lock: one check at a time; UpdateBusyError if one is running. Taken before the
+        update lock, never after."""
+        return self._check_lock.held()
+
+    @contextmanager
+    def _unlocked(self) -> Iterator[None]:
+        """Inside `locked()`: let others change slots and journal while this thread waits on the
+        network or a validation. What this process changed is written first; what others changed is
+        read back after."""
+        self.journal.save()
+        try:
+            with self._update_lock.released():
+                yield
+        finally:
+            self.journal.reload()
+
+    def _basis(self, kind: str) -> tuple[object, ...]:
+        """What a check decided on: if any of it changes before the check activates, it does not."""
+        state = self.journal.state
+        health = state.health.get(kind)
+        return (
+            self.slots.current(kind),
+            self.slots.previous(kind),
+            state.pins.get(kind),
+            frozenset(state.refused),
+            None if health is None else health.version,
+        )
+
+    def recover(self, clean_staging: bool = True) -> None:
         """After a crash: forget an interrupted step, delete unverified downloads (keeping partial ones,
-        which resume), and drop a health entry whose activation never happened."""
+        which resume), and drop a health entry whose activation never happened. `clean_staging` False:
+        a check is running and the staging folder is its own."""
         step = self.journal.state.step
         if step is not None:
             log.warning(
                 "OTA: a previous %s of %s %s was interrupted; cleaning up", step.name, step.kind, step.version
             )
-        if self.staging.is_dir():
+        if clean_staging and self.staging.is_dir():
             for child in self.staging.iterdir():
                 if child.is_dir():
                     shutil.rmtree(child, ignore_errors=True)
@@ -106,7 +148,11 @@ class Engine:
         outcomes: list[Outcome] = []
         try:
             with self.locked():
-                self.recover()
+                try:
+                    with self.checking():
+                        self.recover()
+                except UpdateBusyError:  # `appliance ota check` is downloading
+                    self.recover(clean_staging=False)
                 for kind, health in list(self.journal.state.health.items()):
                     if health.running:
                         reason = "the daemon stopped during the health window (crash, kill or power cut)"
@@ -129,7 +175,7 @@ class Engine:
     def pause_windows(self) -> None:
         """A clean stop is not a failure: the windows run again from the start next time."""
         try:
-            with self.locked():
+            with self.locked(LOCK_WAIT_S):  # a check may be activating: it activates nothing after
                 for health in self.journal.state.health.values():
                     health.running = False
                 self.journal.save()
@@ -173,12 +219,13 @@ class Engine:
         """One check for every kind. `running`: the daemon runs the health window right away."""
         outcomes: list[Outcome] = []
         activations: list[Activation] = []
-        with self.locked():
+        with self.checking(), self.locked():
             self.recover()
             self.journal.begin_check()
             try:
-                updater = self._refresh()
-                listing = read_index(updater, self.staging, self.ota.max_target_bytes)
+                with self._unlocked():
+                    updater = self._refresh()
+                    listing = read_index(updater, self.staging, self.ota.max_target_bytes)
             except (UpdateError, RegistryUnavailableError) as exc:
                 # Recorded here, so `appliance ota status` shows it as the daemon's status does.
                 failed = "unavailable" if isinstance(exc, RegistryUnavailableError) else "rejected"
@@ -269,6 +316,8 @@ class Engine:
     ) -> tuple[Outcome, Activation | None]:
         try:
             validated = self._take(updater, wanted)
+        except _Superseded as exc:
+            return self._superseded(wanted, str(exc)), None
         except (UpdateError, RegistryUnavailableError) as exc:
             if isinstance(exc, ReleaseInvalidError):  # it would fail the same way next time
                 digest = listing.fingerprints[wanted.target_path]
@@ -295,6 +344,17 @@ class Engine:
         self.journal.record(outcome)
         return outcome
 
+    def _superseded(self, wanted: Wanted, why: str) -> Outcome:
+        log.warning("OTA: %s %s not activated: %s", wanted.release.kind, wanted.release.version, why)
+        self.journal.state.step = None
+        shutil.rmtree(self._workdir(wanted), ignore_errors=True)
+        _, _, active = self.active(wanted.release.kind)
+        outcome = Outcome(
+            outcome="waiting", kind=wanted.release.kind, version=active, reason=why, at=time.time()
+        )
+        self.journal.record(outcome)
+        return outcome
+
     def _skipped(self, listing: Listing, kind: str, device: Device) -> str:
         """Why releases of `kind` that failed validation here before are not downloaded again."""
         notes = []
@@ -310,6 +370,7 @@ class Engine:
 
     def _take(self, updater: Updater, wanted: Wanted) -> Validated:
         release = wanted.release
+        basis = self._basis(release.kind)
         self.journal.begin("download", release.kind, release.version)
         faults.checkpoint("download")
         workdir = self._workdir(wanted)
@@ -320,19 +381,31 @@ class Engine:
             files["labels"] = release.labels
         if release.cpu_twin:
             files["cpu_twin"] = release.cpu_twin
-        local = {
-            role: remote.download(
-                updater, path, workdir / (INPUTS_FILE if role == INPUTS_FILE else Path(path).name), self.ota
-            )
-            for role, path in files.items()
-        }
+        with self._unlocked():
+            local = {
+                role: remote.download(
+                    updater,
+                    path,
+                    workdir / (INPUTS_FILE if role == INPUTS_FILE else Path(path).name),
+                    self.ota,
+                )
+                for role, path in files.items()
+            }
         self.journal.begin("verify", release.kind, release.version)
         faults.checkpoint("verify")
         try:
             write_manifest(workdir, entries_for(release, local))
         except (ModelError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
             raise ReleaseInvalidError(f"{release.kind} release {release.key} refused: {exc}") from None
-        validated = validate(release, workdir, self.factory, self.config.detector, self.config.embedder)
+        with self._unlocked():
+            validated = validate(release, workdir, self.factory, self.config.detector, self.config.embedder)
+        if self.cancel.is_set():
+            raise _Superseded("the daemon is stopping; the next check decides again")
+        if self._basis(release.kind) != basis:
+            raise _Superseded(
+                f"the {release.kind}'s slots, pin or refusals changed during the check (an operator's "
+                "rollback or pin, or a health-window verdict); the next check decides again"
+            )
         self.journal.begin("stage", release.kind, release.version)
         faults.checkpoint("stage")
         self.slots.stage(release.kind, release.version, workdir)

@@ -1,0 +1,221 @@
+"""The updater on real networks: slow servers meet the check's deadline and rate floor, a stalled check
+never holds up an operator's rollback or a health-window verdict, and kept-alive connections stay clean
+(HTTP/1.1 servers that send an error's body after its headers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from device.config import OtaConfig
+from device.ota.engine import Engine
+from device.ota.fetcher import Budget, Limits, ResumingFetcher
+
+from .broker import Mosquitto
+from .conftest import ROOT
+from .ota_helpers import (
+    Faults,
+    daemon_rig,
+    last_outcome,
+    new_repo,
+    nginx_log,
+    ota_config,
+    ota_env,
+    release,
+    serve,
+    serve_nginx,
+)
+
+MODEL_BYTES = 5_400_000  # about the size of the embedder a release carries
+
+
+def ota_cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "device", "ota", *args],
+        cwd=ROOT,
+        env=_env(env),
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _env(env: dict[str, str]) -> dict[str, str]:
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}, **env}
+
+
+def journal_last(state: Path) -> dict[str, str]:
+    return dict(json.loads((state / "ota" / "journal.json").read_text())["history"][-1])
+
+
+# -- point 1: deadlines ---------------------------------------------------------------------------------
+def test_the_default_budget_cuts_a_trickle_within_a_minute_and_lets_a_slow_honest_link_through() -> None:
+    ota = OtaConfig()
+    trickle = 2  # bytes per second: one every half second
+    assert trickle * ota.rate_window_s < ota.min_rate_bytes_per_s * ota.rate_window_s  # it is cut ...
+    assert ota.rate_window_s + 1 < 60  # ... after one window (and a watchdog tick)
+    honest = 20_000  # bytes per second: a weak 3G link
+    assert honest >= ota.min_rate_bytes_per_s and MODEL_BYTES / honest < ota.check_deadline_s
+
+
+def test_a_check_against_a_trickling_timestamp_ends_at_its_deadline(tmp_path: Path) -> None:
+    repo = new_repo(tmp_path)
+    state = tmp_path / "state"
+    faults = Faults(slow="timestamp.json", slow_every_s=1.5)  # one byte every 1.5 s
+    with serve(repo.path, faults) as url:
+        env = ota_env(url, repo, state, APPLIANCE_OTA__CHECK_DEADLINE_S="3")
+        started = time.monotonic()
+        checked = ota_cli(env, "check", timeout=30)  # today: for ever (each byte beats the read timeout)
+        took = time.monotonic() - started
+    assert checked.returncode == 69, checked.stderr
+    assert "was too slow" in checked.stderr and "ota.check_deadline_s = 3 s" in checked.stderr
+    assert took < 10
+    last = journal_last(state)
+    assert last["outcome"] == "unavailable" and "was too slow" in last["reason"]
+
+
+def test_a_model_trickled_after_its_first_megabyte_is_cut_by_the_rate_floor_then_resumed(
+    tmp_path: Path,
+) -> None:
+    repo = new_repo(tmp_path)
+    release(repo)
+    state = tmp_path / "state"
+    faults = Faults(slow="/targets/models/", slow_after=1_000_000)  # then a byte every 0.5 s
+    with serve(repo.path, faults) as url:
+        env = ota_env(url, repo, state, APPLIANCE_OTA__RATE_WINDOW_S="2")
+        started = time.monotonic()
+        checked = ota_cli(env, "check", timeout=30)
+        took = time.monotonic() - started
+        assert checked.returncode == 69, checked.stderr
+        assert "was too slow" in checked.stderr and "ota.min_rate_bytes_per_s" in checked.stderr
+        assert took < 10
+        [part] = (state / "ota" / "staging").glob("*.part")
+        kept = part.stat().st_size
+        assert 1_000_000 <= kept < 1_000_100  # what arrived is kept ...
+        faults.slow = None
+        again = ota_cli(env, "check", "--json")
+    assert again.returncode == 0, again.stderr
+    assert '"outcome": "activated"' in again.stdout
+    assert faults.ranges == [f"bytes={kept}-"]  # ... and resumed
+
+
+def test_an_operator_rolls_back_at_once_while_a_check_is_stalled_and_the_check_does_not_undo_it(
+    tmp_path: Path,
+) -> None:
+    repo = new_repo(tmp_path)
+    release(repo, "1.1.0")
+    state = tmp_path / "state"
+    faults = Faults()
+    with serve(repo.path, faults) as url:
+        env = ota_env(url, repo, state, APPLIANCE_OTA__MIN_RATE_BYTES_PER_S="0")
+        engine = Engine(ota_config(url, repo, state))
+        assert engine.check()[0][-1].outcome == "activated"
+        with engine.locked():
+            engine.confirm("embedder", "healthy")
+        release(repo, "1.2.0")
+        faults.slow, faults.slow_after = "/targets/models/", 100_000
+        stalled = subprocess.Popen(
+            [sys.executable, "-m", "device", "ota", "check", "--json"],
+            cwd=ROOT,
+            env=_env(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert faults.trickling.wait(30), f"the check never reached the model: {stalled.poll()}"
+            started = time.monotonic()
+            rolled = ota_cli(env, "rollback", "embedder")
+            took = time.monotonic() - started
+            assert rolled.returncode == 0, rolled.stderr  # today: 75, the check holds the lock
+            assert took < 10
+            faults.release.set()  # the check gets its model, validates it, and must not activate it
+            out, err = stalled.communicate(timeout=60)
+        finally:
+            if stalled.poll() is None:
+                stalled.kill()
+                stalled.wait()
+    assert stalled.returncode == 0, err
+    [outcome] = [o for o in json.loads(out) if o.get("kind") == "embedder"]
+    assert outcome["outcome"] == "waiting" and "changed during the check" in outcome["reason"]
+    engine = Engine(ota_config(url, repo, state))
+    assert engine.slots.current("embedder") is None  # the operator's rollback stands
+    assert "efficientnet-lite0-int8@1.1.0" in engine.journal.state.refused
+
+
+def test_a_health_window_rolls_back_on_time_while_a_check_is_stalled(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """CenterNet float, much slower than the SSD it replaces, is activated; then a check stalls on a
+    trickling timestamp.json. The window's verdict still comes at the window's end, during the check."""
+    repo = new_repo(tmp_path)
+    release(repo, "2.0.0", model_id="centernet-coco-float")
+    faults = Faults()
+    env = {
+        "APPLIANCE_MODELS__DETECTOR": "ssdlite-person-int8",
+        "APPLIANCE_OTA__KINDS": '["detector"]',
+        "APPLIANCE_OTA__HEALTH_WINDOW_S": "6",
+        "APPLIANCE_OTA__INTERVAL_S": "5",
+        "APPLIANCE_OTA__HEALTH_MIN_FRAMES": "10",
+        "APPLIANCE_OTA__MIN_RATE_BYTES_PER_S": "0",
+    }
+    with daemon_rig(broker.port, tmp_path, repo, faults=faults, **env) as rig:
+        daemon = rig.start()
+        rig.status(lambda s: last_outcome(s) == "activated", 90, "the activation")
+        activated = time.monotonic()
+        faults.slow = "timestamp.json"
+        rig.collector.publish("appliance/fleet/release", "{}")
+        assert faults.trickling.wait(10), "the second check never started"
+        status = rig.status(lambda s: last_outcome(s) == "rolled_back", 30, "the verdict during the check")
+        assert time.monotonic() - activated < 6 + 10  # the window, and a margin for enough invokes
+        assert status["ota"]["state"] == "checking"  # the check is still stalled
+        assert "latency regression" in status["ota"]["last"]["reason"]
+        assert status["models"]["detector"]["id"] == "ssdlite-person-int8"
+        assert daemon.poll() is None
+
+
+# -- point 2: kept-alive connections -------------------------------------------------------------------
+def test_a_404_whose_body_comes_late_leaves_the_kept_alive_connection_clean(tmp_path: Path) -> None:
+    """Every check asks for the next root version, normally a 404. Its body 50 ms after its headers
+    used to be read as the status line of the next response on the same connection."""
+    repo = new_repo(tmp_path)
+    release(repo)
+    with serve(repo.path, Faults(late_body_s=0.05, late_statuses=(404,))) as url:
+        outcomes, _ = Engine(ota_config(url, repo, tmp_path / "state")).check()
+    assert outcomes[-1].outcome == "activated", outcomes[-1].reason
+
+
+def test_a_416_whose_body_comes_late_leaves_the_kept_alive_connection_clean(tmp_path: Path) -> None:
+    """A part file that already holds the whole target (a crash before it was checked) gets a 416 for
+    its Range; the download starts over on the same connection."""
+    repo = new_repo(tmp_path)
+    release(repo)
+    state = tmp_path / "state"
+    [model] = (repo.path / "targets").rglob("*embedder.tflite")
+    with serve(repo.path, Faults(late_body_s=0.05, late_statuses=(416,))) as url:
+        staging = state / "ota" / "staging"
+        limits = Limits(60, 0, 1)
+        fetcher = ResumingFetcher(staging, "", 5, "test", budget=Budget(limits, url))
+        part = fetcher.part_path(f"{url}/{model.relative_to(repo.path)}")
+        staging.mkdir(parents=True)
+        part.write_bytes(model.read_bytes())
+        outcomes, _ = Engine(ota_config(url, repo, state)).check()
+    assert outcomes[-1].outcome == "activated", outcomes[-1].reason
+
+
+def test_nginx_serves_checks_over_kept_alive_connections(tmp_path: Path) -> None:
+    """The rig itself: nginx keeps connections alive, so the parametrized tests in test_ota.py really
+    run over reused connections (a 404 for the next root among them)."""
+    repo = new_repo(tmp_path)
+    release(repo)
+    with serve_nginx(repo.path) as url:
+        first, _ = Engine(ota_config(url, repo, tmp_path / "state")).check()
+        again, _ = Engine(ota_config(url, repo, tmp_path / "state")).check()
+    assert (first[-1].outcome, again[-1].outcome) == ("activated", "up_to_date")
+    served = nginx_log(tmp_path / "nginx-repo")
+    assert 404 in served["statuses"] and served["most_per_connection"] > 2
