@@ -9,12 +9,15 @@ STAMP := $(VENV)/.installed
 
 # Debian packages the tests and `make run` need: gcc builds the stub Edge TPU delegate; mosquitto is
 # the real broker the tests and the demo talk to; mosquitto-clients for mosquitto_sub; openssl for the
-# site PKI; shellcheck for the deploy scripts; systemd-analyze to verify the unit files. mosquitto-dev has
+# site PKI; shellcheck for the deploy scripts; systemd-analyze to verify the unit files; nginx, the HTTP/1.1
+# keep-alive server the OTA tests also serve their repositories with (their own nginx, as the test user,
+# on a free loopback port; on a machine with systemd, Debian's package also starts a site on port 80:
+# `systemctl disable --now nginx` if it is not wanted). mosquitto-dev has
 # the headers the broker tests build the share_guard plugin against (deploy/mosquitto); it provides no
 # command, so the header is checked and a name no command has makes apt-ensure install it.
 system-deps:
 	@PATH="$$PATH:/usr/sbin" deploy/apt-ensure.sh gcc:gcc mosquitto:mosquitto mosquitto_sub:mosquitto-clients \
-		openssl:openssl shellcheck:shellcheck systemd-analyze:systemd
+		openssl:openssl shellcheck:shellcheck systemd-analyze:systemd nginx:nginx
 	@[ -f /usr/include/mosquitto_plugin.h ] || deploy/apt-ensure.sh __force_mosquitto_dev__:mosquitto-dev
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || deploy/apt-ensure.sh __force_venv__:python3-venv
 
