@@ -349,11 +349,10 @@ class Engine:
         self.journal.state.step = None
         shutil.rmtree(self._workdir(wanted), ignore_errors=True)
         _, _, active = self.active(wanted.release.kind)
-        outcome = Outcome(
+        self.journal.save()  # "waiting" is not journaled (journal.OUTCOMES); the step is over
+        return Outcome(
             outcome="waiting", kind=wanted.release.kind, version=active, reason=why, at=time.time()
         )
-        self.journal.record(outcome)
-        return outcome
 
     def _skipped(self, listing: Listing, kind: str, device: Device) -> str:
         """Why releases of `kind` that failed validation here before are not downloaded again."""

@@ -71,7 +71,7 @@ class Budget:
         self.started = time.monotonic()
         self.received = 0  # body bytes over the whole check
         self.cut: str | None = None
-        self.sockets: list[socket.socket] = []  # every connection the check opened
+        self.sockets: list[socket.socket] = []  # every connection the check opened (`track`)
         self._lock = threading.Lock()
 
     def count(self, n: int) -> None:
@@ -132,24 +132,36 @@ class Budget:
                 f"{why}; the check stopped and the next one resumes any partial download"
             )
             for sock in self.sockets:
-                with contextlib.suppress(OSError):  # already closed: nothing to cut
-                    # The plain socket's shutdown, also under TLS: SSLSocket.shutdown would unwrap the
-                    # TLS object under the reading thread's feet.
-                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                _shut(sock)
+
+    def track(self, sock: socket.socket) -> None:
+        """A new connection's socket, cut at once if the check already was."""
+        with self._lock:
+            self.sockets.append(sock)
+            if self.cut is not None:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    """End every read on `sock` now (they see EOF). socket.socket's own shutdown, also for TLS:
+    SSLSocket.shutdown would unwrap the TLS object under the reading thread's feet."""
+    with contextlib.suppress(OSError):  # already closed: nothing to cut
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def _pool_manager(budget: Budget, user_agent: str) -> urllib3.PoolManager:
-    """urllib3's pool manager, with connections that hand their sockets to `budget` for cutting."""
+    """urllib3's pool manager, with connections that hand their sockets to `budget` for cutting once
+    connected (for TLS, after the handshake: a handshake is bounded by timeout_s per read only)."""
 
     class Connection(HTTPConnection):
         def connect(self) -> None:
             super().connect()
-            budget.sockets.append(self.sock)
+            budget.track(self.sock)
 
     class TlsConnection(HTTPSConnection):
         def connect(self) -> None:
             super().connect()
-            budget.sockets.append(self.sock)
+            budget.track(self.sock)
 
     class Pool(HTTPConnectionPool):
         ConnectionCls = Connection
