@@ -21,6 +21,7 @@ from device.config import Config, load_config
 from device.errors import ConfigError, RegistryUnavailableError, UpdateBusyError, UpdateError
 from device.ota.engine import Engine
 from device.ota.journal import exit_code
+from device.ota.locks import WAIT_S as LOCK_WAIT_S
 
 
 def ota(
@@ -36,7 +37,8 @@ def ota(
     if action == "status":
         result = status(engine, config)
     elif action == "rollback":
-        with engine.locked():
+        # A running check holds the update lock only for moments (never over the network): wait them out.
+        with engine.locked(LOCK_WAIT_S):
             result = engine.rollback(_kind(kind), "by the operator (appliance ota rollback)").model_dump()
     else:
         result = _pin(engine, _kind(kind), version)
@@ -78,7 +80,7 @@ def status(engine: Engine, config: Config) -> dict[str, Any]:
 
 
 def _pin(engine: Engine, kind: str, version: str | None) -> dict[str, Any]:
-    with engine.locked():
+    with engine.locked(LOCK_WAIT_S):
         engine.pin(kind, version)
     return {"kind": kind, "pinned": version, "note": "takes effect at the next check"}
 
