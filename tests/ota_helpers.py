@@ -155,6 +155,8 @@ def serve_nginx(directory: Path, faults: Faults | None = None) -> Iterator[str]:
     """Serve `directory` with nginx (HTTP/1.1, keep-alive) on a free loopback port, as the test's user;
     yields its URL. nginx cannot drop a connection half way on purpose, so `faults.break_after` puts a
     relay in front of it that does; the Range headers nginx received go to `faults.ranges` at the end."""
+    if not Path(NGINX).exists():
+        raise RuntimeError(f"{NGINX} is missing: `make system-deps` installs nginx")
     faults = faults or Faults()
     work = directory.parent / f"nginx-{directory.name}"
     work.mkdir(exist_ok=True)
