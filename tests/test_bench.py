@@ -14,6 +14,7 @@ from device.commands.bench_ota import ota_checks
 from device.commands.bench_pipeline import payload, pipeline_checks
 from device.commands.bench_soak import soak_checks, soak_figures
 from device.commands.bench_support import PRESSURE_CPU, LoadSpan, load_line, parse_pressure
+from device.commands.bench_thermal import thermal_checks
 from device.vision.images import read_image
 from device.wire import ObjectMessage, encode
 from pricing.bench_fuzz import fuzz_checks
@@ -248,6 +249,32 @@ def test_each_soak_check_fails_on_a_bad_measurement(
     samples: list[tuple[float, float]], exit_code: int | None, failing: str
 ) -> None:
     checks = soak_checks(soak_figures(samples, 600.0, exit_code))
+    assert [c["check"] for c in checks if not c["ok"]] == [
+        next(c["check"] for c in checks if failing in c["check"])
+    ]
+
+
+GOOD_THERMAL = {
+    "seconds_above_hard_limit": 0,
+    "throughput_vs_best_constant": 1.07,
+    "worst_10_min_changes_after_5_min": 4,
+    "longest_overshoot_s": 0,
+}
+
+
+@pytest.mark.parametrize(
+    ("bad", "failing"),
+    [
+        ({"seconds_above_hard_limit": 3}, "hard limit"),
+        ({"throughput_vs_best_constant": 0.85}, "throughput"),
+        ({"throughput_vs_best_constant": None}, "throughput"),  # no constant pace stays under the limit
+        ({"worst_10_min_changes_after_5_min": 7}, "worst 10-minute window"),
+        ({"longest_overshoot_s": 61}, "slower than the best steady pace"),
+    ],
+)
+def test_each_thermal_check_fails_on_a_bad_measurement(bad: dict[str, object], failing: str) -> None:
+    assert all(c["ok"] for c in thermal_checks({"a trace": GOOD_THERMAL}))
+    checks = thermal_checks({"a trace": {**GOOD_THERMAL, **bad}})
     assert [c["check"] for c in checks if not c["ok"]] == [
         next(c["check"] for c in checks if failing in c["check"])
     ]

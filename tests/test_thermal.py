@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import statistics
 from collections import namedtuple
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from device.clock import FakeClock
-from device.commands.bench_thermal import HOUR, default_scenario, load_trace, simulate
+from device.commands.bench_thermal import HOUR, best_steady_rung, default_scenario, load_trace, simulate
 from device.config import GovernorConfig, PipelineConfig
 from device.errors import InputError
 from device.pace import PaceController
-from device.thermal.governor import ECONOMY_RUNG, LADDER, STUCK_READS, UNDER_VOLTAGE_RUNG, Governor
+from device.thermal import metrics
+from device.thermal.governor import (
+    DOWN_DWELL_S,
+    ECONOMY_RUNG,
+    LADDER,
+    STUCK_READS,
+    UNDER_VOLTAGE_RUNG,
+    Governor,
+)
 from device.thermal.sensors import FakeSensors, Readings, SystemSensors, Throttle
-from device.thermal.simulator import PlantParams, ThermalPlant
+from device.thermal.simulator import APEX_TPU, PI4_CPU, PlantParams, PlantSensors, ThermalPlant
 
 from .cli_helpers import appliance
 
@@ -85,20 +96,38 @@ def run_for(g: Governor, clock: FakeClock, seconds: int) -> None:
         clock.advance(1.0)
 
 
-def test_hot_slows_down_step_by_step_and_cool_speeds_up_after_the_dwell() -> None:
+def test_a_steady_excess_slows_one_rung_per_down_dwell_and_cool_speeds_up_after_the_dwell() -> None:
     g, sensors, clock = governor()
-    sensors.readings = Readings(cpu_c=77.0)
-    run_for(g, clock, 3)
-    assert g.rung == 3 and "above its setpoint" in g.reason
+    sensors.readings = Readings(cpu_c=76.5)  # past the dead band above the 75 °C setpoint, not rising
+    run_for(g, clock, 1)
+    assert g.rung == 1 and "above its setpoint" in g.reason
+    run_for(g, clock, int(DOWN_DWELL_S) - 1)  # reads up to DOWN_DWELL_S - 1 after the change
+    assert g.rung == 1  # the last slow-down gets DOWN_DWELL_S to show before the next
+    run_for(g, clock, 1)
+    assert g.rung == 2
     sensors.readings = Readings(cpu_c=60.0)
     run_for(g, clock, 5)
-    assert g.rung == 3  # the dwell: no speeding up within 10 s of a change
+    assert g.rung == 2  # the dwell: no speeding up within 10 s of a change
     run_for(g, clock, 40)
-    assert g.rung < 3
+    assert g.rung < 2
     sensors.readings = Readings(cpu_c=73.5)  # inside the hysteresis band: hold
+    run_for(g, clock, 30)
     before = g.rung
     run_for(g, clock, 60)
     assert g.rung == before and "holding" in g.reason
+
+
+def test_a_fast_rise_drops_the_rungs_it_needs_in_one_change() -> None:
+    g, sensors, clock = governor()
+    rungs = []
+    for second in range(80):  # a start-up in a hot room: 0.15 °C/s, through the setpoint at 67 s
+        sensors.readings = Readings(cpu_c=65.0 + 0.15 * second)
+        g.pace()
+        rungs.append(g.rung)
+        clock.advance(1.0)
+    # Cancelling 0.15 °C/s takes 0.15 / (40 / 180) = 0.68 of the duty away: rung 7 (duty 0.33), at once,
+    # where the old governor went one rung per read and, the temperature lagging, too far.
+    assert sorted(set(rungs)) == [0, 7]
 
 
 def test_the_hard_limit_pauses_until_the_resume_temperature() -> None:
@@ -118,7 +147,7 @@ def test_the_hottest_relative_to_its_setpoint_leads() -> None:
     g, sensors, clock = governor()
     sensors.readings = Readings(cpu_c=70.0, tpu_c={"apex_0": 84.0})  # TPU 4 °C over its 80 °C setpoint
     run_for(g, clock, 2)
-    assert g.rung == 2 and "TPU apex_0" in g.reason
+    assert g.rung == 1 and "TPU apex_0" in g.reason
 
 
 def test_a_tpu_fault_reading_is_reported_not_obeyed() -> None:
@@ -212,8 +241,84 @@ def test_bench_thermal_meets_its_goals_and_takes_a_trace(tmp_path: Path) -> None
     result = appliance("bench", "thermal", "--json", "--trace", str(trace))
     assert result.returncode == 0, result.stdout[-2000:]
     report = json.loads(result.stdout)
-    assert len(report["scenarios"]) == 3 and all(c["ok"] for c in report["checks"])
+    assert len(report["scenarios"]) == 5 and all(c["ok"] for c in report["checks"])
+    for scenario in report["scenarios"].values():  # every figure the checks judge is in the report
+        assert scenario["worst_10_min_changes"] >= scenario["worst_10_min_changes_after_5_min"] >= 0
+        assert scenario["longest_overshoot_s"] >= 0
     with pytest.raises(InputError, match="seconds,ambient_c"):
         bad = tmp_path / "bad.csv"
         bad.write_text("time,temp\n1,2\n")
         load_trace(bad)
+
+
+def test_the_simulated_sensors_read_like_the_pi_and_apex_drivers() -> None:
+    plant = ThermalPlant(PlantParams(), ambient_c=25.0)
+    plant.temp_c, plant.tpu_temp_c = 74.3, 55.1
+    reads = [s.read() for s in [PlantSensors(plant, tpu=APEX_TPU, seed=7)] for _ in range(400)]
+    cpu = [r.cpu_c for r in reads if r.cpu_c is not None]
+    tpu = [r.tpu_c["apex_0"] for r in reads if r.tpu_c["apex_0"] is not None]
+    # On the drivers' grids: 410.040 - 0.487 k (bcm2711), 0.55 + 0.25 k (apex), whole millidegrees.
+    assert all(abs((410.040 - c) / 0.487 - round((410.040 - c) / 0.487)) < 1e-6 for c in cpu)
+    assert all(abs((t - 0.55) / 0.25 - round((t - 0.55) / 0.25)) < 1e-6 for t in tpu)
+    assert len(set(cpu)) >= 4 and statistics.pstdev(cpu) == pytest.approx(0.5, abs=0.15)
+    assert statistics.mean(cpu) == pytest.approx(74.3, abs=0.1)
+    again = [s.read() for s in [PlantSensors(plant, tpu=APEX_TPU, seed=7)] for _ in range(400)]
+    other = [s.read() for s in [PlantSensors(plant, tpu=APEX_TPU, seed=8)] for _ in range(400)]
+    assert again == reads and other != reads  # seeded: the same run every time
+
+
+def test_the_governor_holds_its_pace_through_sensor_noise() -> None:
+    # A device settled 1 °C under its setpoint, read through the Pi's noisy, quantised sensor: an hour
+    # without a single change, whatever the noise's seed (the old governor slowed down whenever one read
+    # came out above 75 °C). Closer than about 0.6 °C the smoothed reading's excursions (0.18 °C, over an
+    # hour up to 0.6 °C) can look like a rise: docs/thermal.md.
+    for seed in range(1, 6):
+        plant = ThermalPlant(PlantParams(), ambient_c=25.0)
+        plant.temp_c = GovernorConfig().cpu_setpoint_c - 1.0
+        clock = FakeClock(0.0)
+        g = Governor(GovernorConfig(), PlantSensors(plant, PI4_CPU, seed=seed), clock)
+        rungs = set()
+        for _ in range(HOUR):
+            g.pace()
+            rungs.add(g.rung)
+            clock.advance(1.0)
+        assert rungs == {0}, seed
+
+
+def test_steps_are_found_and_overshoot_and_windows_are_counted() -> None:
+    ambient = [25.0] * 100 + [25.0 + 0.5 * i for i in range(1, 11)] + [30.0] * 90  # +5 °C in 10 s
+    assert metrics.find_steps(ambient) == [metrics.Step(99, 109, 25.0, 30.0)]
+    assert metrics.find_steps([25.0 + t / 200 for t in range(1000)]) == []  # a ramp is weather
+    paces = [3] * 100 + [4] * 10 + [6] * 50 + [5] * 40  # best is 5: 50 s slower than it
+    step = metrics.find_steps(ambient)[0]
+    assert metrics.overshoot_s(paces, step, best=5, until_s=200) == 50
+    assert metrics.catch_up_s([7] * 150 + [5] * 50, step, best=5, until_s=200) == 51
+    assert metrics.overshoot_s([7] * 150 + [5] * 50, step, best=5, until_s=200) == 0  # catching up
+    flapping = [0, 1] * 50 + [1] * 100  # 99 changes in the first 100 s, none after
+    assert metrics.worst_window(flapping, window_s=60) == 60
+    assert metrics.worst_window(flapping, start_s=100, window_s=60) == 0
+
+
+def step_at(when: float, before: float, after: float, t: float) -> float:
+    return before if t < when else after
+
+
+def test_ambient_steps_of_every_size_stay_safe_and_calm() -> None:
+    # Steps of +-2, 5 and 10 °C from every other degree between 20 and 38 °C, three sensor seeds: never at
+    # the hard limit, never more than 6 changes in 10 minutes after start-up, and at most 1 % of the
+    # steps more than 60 s slower than the best steady pace (docs/thermal.md: the one known case is a
+    # slow-down decided on readings from just before a small cooling step).
+    config, params = GovernorConfig(), PlantParams()
+    runs, overshoots = 0, 0
+    for before, delta, seed in itertools.product(range(20, 39, 2), (-10, -5, -2, 2, 5, 10), (1, 2, 3)):
+        after = before + delta
+        if not 15 <= after <= 42:
+            continue
+        run = simulate(partial(step_at, 1800.0, float(before), float(after)), config, params, seed=seed)
+        runs += 1
+        assert max(run["temps"]) < config.cpu_hard_c, (before, after, seed)
+        assert metrics.worst_window(run["paces"], metrics.SETTLE_S) <= 6, (before, after, seed)
+        step = metrics.find_steps(run["ambient"])[0]
+        best = best_steady_rung(after, config, params)
+        overshoots += metrics.overshoot_s(run["paces"], step, best, 1800 + metrics.AFTER_STEP_S) > 60
+    assert runs >= 150 and overshoots <= runs // 100
