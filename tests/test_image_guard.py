@@ -4,14 +4,8 @@ enter (`appliance detect` and `embed`, the image-folder source, `pricing-service
 from __future__ import annotations
 
 import json
-import os
 import struct
-import subprocess
-import sys
-import tempfile
-import threading
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -22,7 +16,8 @@ from device.errors import InputError
 from device.vision.image_header import image_header
 from device.vision.images import read_image
 
-from .conftest import DATA, ROOT
+from .cli_helpers import run_measured
+from .conftest import DATA
 
 COFFEE = DATA / "coffee.png"
 # A CLI run that decodes coffee.png takes about 180 MB; decoding a 20,000 x 20,000 bomb takes 2.5 GB.
@@ -52,33 +47,14 @@ def bombs(tmp_path: Path) -> tuple[Path, Path]:
     return big, huge
 
 
-@dataclass
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-    max_rss_mb: float
-
-
-def run_measured(*args: str, timeout: float = 120) -> Run:
-    """`python ARGS` as a child of its own, with that child's peak RSS from wait4 (RUSAGE_CHILDREN would
-    also count every earlier child of the test process)."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = subprocess.Popen(
-            [sys.executable, *args], stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=ROOT, env=environ
-        )
-        killer = threading.Timer(timeout, process.kill)  # a hang fails the test instead of blocking it
-        killer.start()
-        try:
-            _, status, usage = os.wait4(process.pid, 0)
-        finally:
-            killer.cancel()
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        text = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    return Run(process.returncode, *text, max_rss_mb=usage.ru_maxrss / 1024)  # ru_maxrss is KiB on Linux
+def test_the_peak_memory_measurement_sees_a_child_allocate(tmp_path: Path) -> None:
+    """The measurement below can fail: a module that touches 300 MB reads as at least that."""
+    (tmp_path / "hog.py").write_text(
+        "block = bytearray(300 * 2**20)\nblock[::4096] = b'x' * len(block[::4096])\n"
+    )
+    run = run_measured("hog", env={"PYTHONPATH": str(tmp_path)})
+    assert run.returncode == 0, run.stderr
+    assert 300 <= run.peak_mb < 400
 
 
 @pytest.mark.parametrize("command", ["detect", "embed"])
@@ -86,7 +62,7 @@ def test_cli_refuses_a_bomb_and_still_processes_the_good_photo(
     bombs: tuple[Path, Path], command: str
 ) -> None:
     big, huge = bombs
-    run = run_measured("-m", "device", command, str(big), str(COFFEE), str(huge), "--json")
+    run = run_measured("device", command, str(big), str(COFFEE), str(huge), "--json")
     assert run.returncode == 1, run.stderr
     for bomb, size in ((big, "20000x20000"), (huge, "50000x50000")):
         assert f"image {bomb} declares {size} pixels" in run.stderr
@@ -99,13 +75,13 @@ def test_cli_refuses_a_bomb_and_still_processes_the_good_photo(
     else:
         assert [i["image"] for i in report["images"]] == [str(COFFEE)]
         assert [e["image"] for e in report["errors"]] == [str(big), str(huge)]
-    assert run.max_rss_mb < MAX_RSS_MB, f"peak RSS {run.max_rss_mb:.0f} MB"
+    assert run.peak_mb < MAX_RSS_MB, f"peak RSS {run.peak_mb:.0f} MB"
 
 
 def test_the_limit_is_configurable(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text("[camera]\nmax_image_pixels = 100_000\n")  # coffee.png is 600 x 400 = 240,000
-    run = run_measured("-m", "device", "--config", str(config), "detect", str(COFFEE))
+    run = run_measured("device", "--config", str(config), "detect", str(COFFEE))
     assert run.returncode == 1
     assert f"image {COFFEE} declares 600x400 pixels" in run.stderr and "100,000" in run.stderr
 
@@ -120,19 +96,19 @@ def test_catalog_build_names_every_bomb_and_writes_nothing(bombs: tuple[Path, Pa
     ]
     (tmp_path / "items.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "catalog.sqlite"
-    run = run_measured("-m", "pricing", "catalog", "build", str(tmp_path / "items.csv"), "--out", str(out))
+    run = run_measured("pricing", "catalog", "build", str(tmp_path / "items.csv"), "--out", str(out))
     assert run.returncode == 65, run.stderr
     assert "2 bad row(s), nothing written" in run.stderr
     assert f"items.csv:3: image {big} declares 20000x20000 pixels" in run.stderr
     assert f"items.csv:4: image {huge} declares 50000x50000 pixels" in run.stderr
     assert not out.exists()
-    assert run.max_rss_mb < MAX_RSS_MB, f"peak RSS {run.max_rss_mb:.0f} MB"
+    assert run.peak_mb < MAX_RSS_MB, f"peak RSS {run.peak_mb:.0f} MB"
 
 
 def test_catalog_build_takes_its_limit_from_the_command_line(tmp_path: Path) -> None:
     (tmp_path / "items.csv").write_text(f"id,image,price,currency,status\ngood,{COFFEE},1200,JPY,sold\n")
     out = tmp_path / "catalog.sqlite"
-    build = ("-m", "pricing", "catalog", "build", str(tmp_path / "items.csv"), "--out", str(out))
+    build = ("pricing", "catalog", "build", str(tmp_path / "items.csv"), "--out", str(out))
     run = run_measured(*build, "--max-image-pixels", "100000")  # coffee.png is 600 x 400 = 240,000
     assert run.returncode == 65, run.stderr
     assert "1 bad row(s), nothing written" in run.stderr
