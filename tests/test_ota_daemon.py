@@ -90,7 +90,7 @@ def test_a_new_embedder_is_swapped_in_without_a_restart_and_confirmed(
         assert daemon.poll() is None  # the same process all along
         rig.collector.wait_for(
             lambda: any(
-                (m.json().get("ota") or {}).get("last", {}).get("outcome") == "confirmed"
+                ((m.json().get("ota") or {}).get("last") or {}).get("outcome") == "confirmed"
                 for m in rig.collector.on(f"{TOPIC}/stats")
             ),
             10,
