@@ -14,7 +14,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import zipfile
 from pathlib import Path
@@ -66,24 +65,36 @@ def by_kind(outcomes: list[Outcome]) -> dict[str, Outcome]:
     return {o.kind: o for o in outcomes if o.kind}
 
 
+# The measured child is spawned by a small launcher, not by the test process: a child's ru_maxrss
+# includes the address space it was forked (or vforked) from until its exec, which late in a test run
+# is pytest's own few hundred MB.
+LAUNCHER = """
+import os, sys
+child = os.posix_spawn(sys.executable, [sys.executable, "-m", "device", "ota", *sys.argv[2:]], os.environ)
+_, status, usage = os.wait4(child, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status) % 256)
+"""
+
+
 def cli(env: dict[str, str], *args: str) -> tuple[int, str, str, float]:
-    """`appliance ota ARGS` as a child of its own: exit code, stdout, stderr and its peak RSS in MB (from
-    wait4: RUSAGE_CHILDREN would count every earlier child of the test process too)."""
+    """`appliance ota ARGS` as a process of its own: exit code, stdout, stderr and its peak RSS in MB
+    (ru_maxrss from wait4, in KiB on Linux)."""
     environ = {**{k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}, **env}
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "device", "ota", *args], cwd=ROOT, env=environ, stdout=out, stderr=err
-        )
-        killer = threading.Timer(180, child.kill)  # a hang fails the test instead of blocking it
-        killer.start()
-        try:
-            _, status, usage = os.wait4(child.pid, 0)
-        finally:
-            killer.cancel()
-        child.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return child.returncode, out.read().decode(), err.read().decode(), usage.ru_maxrss / 1024
+    with tempfile.TemporaryDirectory() as scratch:
+        peak, out, err = Path(scratch, "peak"), Path(scratch, "out"), Path(scratch, "err")
+        with out.open("wb") as stdout, err.open("wb") as stderr:
+            run = subprocess.run(
+                [sys.executable, "-c", LAUNCHER, str(peak), *args],
+                cwd=ROOT,
+                env=environ,
+                stdout=stdout,
+                stderr=stderr,
+                timeout=180,  # a hang fails the test instead of blocking it
+                check=False,
+            )
+        return run.returncode, out.read_text(), err.read_text(), int(peak.read_text()) / 1024
 
 
 def status(env: dict[str, str]) -> dict[str, Any]:
