@@ -331,7 +331,11 @@ class Rig:
 
 @contextmanager
 def daemon_rig(
-    port: int, tmp_path: Path, repo: Repository, faults: Faults | None = None, **extra: str
+    port: int,
+    tmp_path: Path,
+    repo: Repository,
+    faults: Faults | None = None,
+    extra: dict[str, str] | None = None,
 ) -> Iterator[Rig]:
     """The daemon on the test broker, the demo photos at 15 fps, OTA from `repo` (served with `faults`)."""
     state = tmp_path / "state"
@@ -340,7 +344,7 @@ def daemon_rig(
             **daemon_env(port, state, "ota-dev"),
             **ota_env(url, repo, state),
             "APPLIANCE_CAMERA__SOURCE": "images:demo?fps=15&seconds=3",
-            **extra,
+            **(extra or {}),
         }
         rig = Rig(repo, url, state, env, Collector(port, f"{TOPIC}/#"), tmp_path / "daemon.log")
         try:

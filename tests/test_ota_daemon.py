@@ -75,7 +75,7 @@ def test_a_new_embedder_is_swapped_in_without_a_restart_and_confirmed(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
     window = {"APPLIANCE_OTA__HEALTH_WINDOW_S": "3", "APPLIANCE_OTA__HEALTH_MIN_FRAMES": "5"}
-    with daemon_rig(broker.port, tmp_path, new_repo(tmp_path), **window) as rig:
+    with daemon_rig(broker.port, tmp_path, new_repo(tmp_path), extra=window) as rig:
         daemon = rig.start()
         rig.status(lambda s: embedder_version(s) == "1.0.0", 60, "the daemon online")
         release(rig.repo)
@@ -105,7 +105,7 @@ def test_a_crash_during_the_health_window_rolls_back_at_the_next_start(
 ) -> None:
     repo = new_repo(tmp_path)
     release(repo)
-    with daemon_rig(broker.port, tmp_path, repo, **WINDOW_OPEN_10_MIN) as rig:
+    with daemon_rig(broker.port, tmp_path, repo, extra=WINDOW_OPEN_10_MIN) as rig:
         first = rig.start()
         rig.status(lambda s: embedder_version(s) == "1.1.0", 90, "the activation")
         first.kill()  # inside the 10-minute window
@@ -168,7 +168,7 @@ def test_two_updaters_never_run_at_once(tmp_path: Path) -> None:
 def test_an_operator_rolls_back_and_pins_over_mqtt(broker: Mosquitto, tmp_path: Path) -> None:
     repo = new_repo(tmp_path)
     release(repo)
-    with daemon_rig(broker.port, tmp_path, repo, **WINDOW_OPEN_10_MIN) as rig:
+    with daemon_rig(broker.port, tmp_path, repo, extra=WINDOW_OPEN_10_MIN) as rig:
         daemon = rig.start()
         rig.status(lambda s: embedder_version(s) == "1.1.0", 60, "the activation")
         rig.collector.publish(f"{TOPIC}/cmd/ota-pin", '{"kind": "camera"}')  # malformed: ignored

@@ -244,7 +244,7 @@ def test_the_daemon_journals_a_refused_check_once_per_check_and_shows_it(
     release(repo)
     timestamp = repo.path / "metadata" / "timestamp.json"
     timestamp.write_text(re.sub(r'"expires": "\d{4}', '"expires": "2099', timestamp.read_text()))
-    with daemon_rig(broker.port, tmp_path, repo, APPLIANCE_OTA__INTERVAL_S="2") as rig:
+    with daemon_rig(broker.port, tmp_path, repo, extra={"APPLIANCE_OTA__INTERVAL_S": "2"}) as rig:
         daemon = rig.start()
         shown = rig.status(lambda s: (s["ota"].get("last") or {}).get("count", 1) >= 2, 60, "two checks")
         daemon.terminate()

@@ -97,7 +97,7 @@ def test_the_daemon_rolls_back_a_detector_that_is_much_slower(broker: Mosquitto,
         "APPLIANCE_OTA__INTERVAL_S": "5",  # the first check comes within one interval
         "APPLIANCE_OTA__HEALTH_MIN_FRAMES": "10",
     }
-    with daemon_rig(broker.port, tmp_path, repo, **env) as rig:
+    with daemon_rig(broker.port, tmp_path, repo, extra=env) as rig:
         daemon = rig.start()
         status = rig.status(lambda s: last_outcome(s) == "rolled_back", 90, "the rollback")
         assert "latency regression" in status["ota"]["last"]["reason"]

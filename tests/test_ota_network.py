@@ -164,7 +164,7 @@ def test_a_health_window_rolls_back_on_time_while_a_check_is_stalled(
         "APPLIANCE_OTA__HEALTH_MIN_FRAMES": "10",
         "APPLIANCE_OTA__MIN_RATE_BYTES_PER_S": "0",
     }
-    with daemon_rig(broker.port, tmp_path, repo, faults=faults, **env) as rig:
+    with daemon_rig(broker.port, tmp_path, repo, faults=faults, extra=env) as rig:
         daemon = rig.start()
         rig.status(lambda s: last_outcome(s) == "activated", 90, "the activation")
         activated = time.monotonic()
