@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tuf.ngclient import Updater
 
@@ -41,9 +42,13 @@ from device.ota.locks import FileLock
 from device.ota.release import version_key
 from device.ota.select import Blocked, Device, Wanted, choose
 from device.ota.slots import Slots, entries_for, write_manifest
-from device.ota.validate import INPUTS_FILE, Validated, validate
 from device.vision.manifest import Manifest
-from device.vision.runtime import InterpreterFactory, LoadedModel
+
+if TYPE_CHECKING:
+    # Validation and LiteRT (with numpy and OpenCV) are imported when a release is taken or a model is
+    # loaded: a check that finds nothing new needs neither (docs/benchmarks.md, "Model updates").
+    from device.ota.validate import Validated
+    from device.vision.runtime import InterpreterFactory, LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +75,7 @@ class Engine:
         self.slots = Slots(self.root / "slots")
         self.journal = Journal(self.root / "journal.json")
         self.staging = self.root / "staging"
-        self.factory = factory or InterpreterFactory(config.runtime)
+        self._factory = factory
         self.progress = progress
         self.cancel = threading.Event()  # set: a running check activates nothing (the daemon stops)
         self._update_lock = FileLock(
@@ -79,6 +84,15 @@ class Engine:
         self._check_lock = FileLock(
             self.root / "check.lock", "another check is in progress (the daemon or `appliance ota`)"
         )
+
+    @property
+    def factory(self) -> InterpreterFactory:
+        """This engine's interpreter factory, made on first use (see the imports above)."""
+        if self._factory is None:
+            from device.vision.runtime import InterpreterFactory  # noqa: PLC0415
+
+            self._factory = InterpreterFactory(self.config.runtime)
+        return self._factory
 
     # -- locking and recovery ------------------------------------------------------------------
     @contextmanager
@@ -368,6 +382,8 @@ class Engine:
         return self.staging / f"{wanted.release.kind}-{wanted.release.version}"
 
     def _take(self, updater: Updater, wanted: Wanted) -> Validated:
+        from device.ota.validate import INPUTS_FILE, validate  # noqa: PLC0415 - see the imports above
+
         release = wanted.release
         basis = self._basis(release.kind)
         self.journal.begin("download", release.kind, release.version)
