@@ -160,6 +160,25 @@ def test_detector_vectors_without_boxes_are_refused_and_the_embedder_beside_them
     assert engine.slots.current("detector") is None
 
 
+def test_detector_vectors_that_expect_nothing_are_refused_on_the_device_too(tmp_path: Path) -> None:
+    """The release tool refuses them (issue 12, point 6); a device must not rely on the tool: vectors
+    expecting no detection on any photo would pass a detector that never fires."""
+
+    def nothing(fields: dict[str, Any]) -> None:
+        for photo in fields["validation"]["expected"]:
+            photo["detections"] = []
+
+    repo = new_repo(tmp_path)
+    release(repo, model_id="centernet-coco-float", photos=[PHOTOS[0]], edit=nothing)
+    release(repo)
+    with serve(repo.path) as url:
+        engine, outcomes = check(url, repo, tmp_path / "state", **BOTH)
+    assert by_kind(outcomes)["embedder"].outcome == "activated"
+    [bad] = [o for o in outcomes if o.outcome == "rejected"]
+    assert bad.kind == "detector" and "prove nothing" in bad.reason, bad
+    assert engine.slots.current("detector") is None
+
+
 # -- 4. a halt is for one model ---------------------------------------------------------------------
 def test_halting_another_model_at_the_same_version_leaves_the_running_one_alone(tmp_path: Path) -> None:
     model = MODELS / "efficientnet_lite0_int8_embedder.tflite"

@@ -98,6 +98,16 @@ class Validation(_Strict):
     def _path(cls, value: str) -> str:
         return check_target_path(value)
 
+    @field_validator("expected")
+    @classmethod
+    def _can_fail(cls, value: tuple[EmbedderOutput | DetectorOutput, ...]) -> tuple[Any, ...]:
+        # The release tool refuses these too (models/release/checks.py); a device must not rely on the
+        # tool: vectors that expect nothing on every photo pass a detector that never fires.
+        outputs = [v for v in value if isinstance(v, DetectorOutput)]
+        if outputs and len(outputs) == len(value) and not any(o.detections for o in outputs):
+            raise ValueError("the detector's vectors expect no detection on any photo: they prove nothing")
+        return value
+
 
 class ModelSpec(_Strict):
     """The manifest entry's fields, minus the file and its hash (TUF holds those)."""

@@ -2,8 +2,11 @@
 
 The release tool runs the model on a few photos and records a summary; the device runs the downloaded
 model on the same photos (a TUF target, so they are verified too) and compares within tolerances. This
-catches what signatures cannot: a model that was built, quantised or compiled wrongly, or that runs
-differently on this device's runtime. The summary is small enough to live in the signed metadata:
+proves what signatures cannot: that the file on the device behaves as the file the tool ran did, on
+this device's runtime (a damaged file, a delegate or runtime that computes differently). It cannot prove
+that the build itself was right: the vectors come from the built file (docs/ota.md). Vectors that could
+not fail (a detector expected to find nothing on every photo) are refused (device/ota/release.py).
+The summary is small enough to live in the signed metadata:
 - embedder: the int8 vector of each whole photo; passes at cosine >= `min_cosine`;
 - detector: the top detections of each photo (label, score, normalised box); each must be found again
   with the same label, IoU >= `min_iou` and a score within `score`; the count may differ by `count`.
