@@ -50,7 +50,12 @@ OUTCOMES = {
         0, True, "back to the previous slot: halted, unhealthy, or by the operator; not taken again"
     ),
     "up_to_date": Meaning(0, False, "nothing to take; the reason names releases skipped and why"),
-    "waiting": Meaning(0, False, "a health window is open; the next check goes on"),
+    "waiting": Meaning(
+        0,
+        False,
+        "a health window is open, or an operator's rollback or pin came during the check (it stands); "
+        "the next check goes on",
+    ),
     "rejected": Meaning(
         UpdateError.exit_code,
         True,
