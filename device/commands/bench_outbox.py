@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from device.clock import SystemClock
 from device.commands.bench_broker import local_broker
-from device.commands.bench_support import check, machine, report_out
+from device.commands.bench_support import LoadSpan, check, machine, report_out
 from device.config import MqttConfig, OutboxConfig
 from device.link.drain import Drainer
 from device.link.mqtt import Link
@@ -30,6 +30,7 @@ SAMPLE = Path(__file__).resolve().parents[2] / "tests" / "data" / "wire" / "full
 
 
 def bench_outbox(messages: int, backlog: int, as_json: bool) -> int:
+    load = LoadSpan()
     template = decode(SAMPLE.read_bytes())
     config = OutboxConfig(max_bytes=2**31, drain_rate_per_s=1e9)
     with local_broker() as port:
@@ -48,6 +49,7 @@ def bench_outbox(messages: int, backlog: int, as_json: bool) -> int:
         "durable_normal": durable,
         "durable_full": durable_full,
         "backlog": drained,
+        "machine_load": load.report(),
         "checks": checks,
     }
     return report_out(report, as_json)
