@@ -160,3 +160,36 @@ def test_an_older_floor_file_gets_an_epoch_and_keeps_its_ceiling(tmp_path: Path)
     floor = SeqFloor(path)
     assert floor.reserved == 5001 and path.read_text().split() == ["5001", floor.epoch]
     assert SeqFloor(path).epoch == floor.epoch
+
+
+def test_a_frames_batch_gets_consecutive_seqs_in_order_and_survives_reopening(tmp_path: Path) -> None:
+    box = outbox(tmp_path)
+    first = box.add(message(0))
+    batch = box.add_many([message(1), message(2), message(3)])
+    after = box.add(message(4))
+    assert first is not None and after is not None
+    seqs = [first.seq] + [m.seq for m in batch if m is not None] + [after.seq]
+    assert seqs == list(range(first.seq, first.seq + 5))  # gap-free, in the frame's order
+    assert [m.track_id for m in batch if m is not None] == [1, 2, 3]
+    box.close()
+    reopened = outbox(tmp_path)
+    stored = reopened.pending(0, 100)
+    assert [p.seq for p in stored] == seqs and reopened.stats().depth == 5
+
+
+def test_a_batch_on_a_full_disk_is_all_or_nothing_and_spends_no_seq(small_disk: Path) -> None:
+    ballast = small_disk / "journal.log"
+    ballast.write_bytes(b"x" * 400_000)
+    box = outbox(small_disk, max_bytes=64 * 2**20)
+    outcomes = [box.add_many([message(3 * i + k) for k in range(3)]) for i in range(300)]
+    stored = [m for batch in outcomes for m in batch if m is not None]
+    partial = [batch for batch in outcomes if any(batch) and not all(batch)]
+    assert stored and not partial  # a batch is stored whole or not at all
+    assert box.stats().drops.get("disk_full", 0) == 900 - len(stored) > 0
+    on_disk = [p.seq for p in box.pending(0, 10_000)]
+    assert on_disk == [m.seq for m in stored] == list(range(stored[0].seq, stored[0].seq + len(stored)))
+    ballast.unlink()
+    later = box.add_many([message(), message()])
+    assert [m.seq for m in later if m is not None] == [stored[-1].seq + 1, stored[-1].seq + 2]
+    db = sqlite3.connect(small_disk / "outbox.sqlite")
+    assert db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
