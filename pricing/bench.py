@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from device.commands.bench_support import check, machine, report_out
+from device.commands.bench_support import LoadSpan, check, machine, report_out
 from pricing.index import ExactIndex, HnswIndex
 
 CLUSTERS = 10_000
@@ -175,6 +175,7 @@ def quote_round_trip(samples: int = 200) -> dict[str, Any]:
 
 
 def bench(items: int, dims: list[int], queries: int, as_json: bool) -> int:
+    load = LoadSpan()
     sizes = [bench_size(items, dim, queries) for dim in dims]
     trip = quote_round_trip()
     checks = []
@@ -189,5 +190,11 @@ def bench(items: int, dims: list[int], queries: int, as_json: bool) -> int:
     checks.append(
         check("quote round trip p50 ms (publish to receipt, no inference)", trip["p50_ms"], "<=", 5.0)
     )
-    report = {"machine": machine(), "sizes": sizes, "quote_round_trip": trip, "checks": checks}
+    report = {
+        "machine": machine(),
+        "sizes": sizes,
+        "quote_round_trip": trip,
+        "machine_load": load.report(),
+        "checks": checks,
+    }
     return report_out(report, as_json)

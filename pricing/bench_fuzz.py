@@ -32,7 +32,7 @@ import numpy as np
 import psutil
 
 from device.commands.bench_broker import local_broker
-from device.commands.bench_support import check, machine, report_out
+from device.commands.bench_support import LoadSpan, check, machine, report_out
 from device.dedupe import Deduplicator
 from pricing.bench_fuzz_rig import AttackPlan, Client, Honest, attacker, pin, write_bench_catalog
 
@@ -78,8 +78,14 @@ def dedupe_cost(count: int = 100_000) -> dict[str, float]:
 
 
 def bench_fuzz(attacks: int, sparse: int, rate: float, as_json: bool) -> int:
+    load = LoadSpan()
     result = {**run_fuzz(attacks, sparse, rate), "dedupe": dedupe_cost()}
-    report = {"machine": machine(), "fuzz": result, "checks": fuzz_checks(result)}
+    report = {
+        "machine": machine(),
+        "fuzz": result,
+        "machine_load": load.report(),
+        "checks": fuzz_checks(result),
+    }
     return report_out(report, as_json)
 
 

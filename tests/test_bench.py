@@ -4,6 +4,7 @@ never here: timing assertions in tests only measure how busy the CI machine is).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -35,6 +36,7 @@ def test_bench_models_reports_each_model_and_thread_count() -> None:
         assert row["invoke_ms"]["median"] > 0 and row["invoke_ms"]["p90"] >= row["invoke_ms"]["median"]
         assert row["preprocess_ms"]["median"] > 0 and row["decode_ms"]["median"] >= 0
     assert {c["budget"] for c in report["checks"]} == {0.15}
+    assert set(report["machine_load"]) == {"start", "end"}
 
 
 def test_bench_pipeline_reports_every_figure() -> None:
@@ -95,6 +97,31 @@ def test_bench_fuzz_reports_every_figure() -> None:
     assert report["paced"]["rate"] == 1000.0 and report["flood"]["rate"] == "max"
     assert report["rss_mb"]["before"] > 20 and report["rss_mb"]["after"] > 20
     assert all(report["dedupe"][k] > 0 for k in ("in_order_us", "every_other_us", "random_us"))
+    assert set(json.loads(result.stdout)["machine_load"]) == {"start", "end"}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["-m", "device", "bench", "thermal"],
+        ["-m", "device", "bench", "outbox", "--messages", "200", "--backlog", "200"],
+        ["-m", "pricing", "bench", "--items", "500", "--dims", "256", "--queries", "5"],
+    ],
+)
+def test_every_bench_reports_the_machine_load_beside_its_figures(command: list[str]) -> None:
+    env = {**os.environ, **CPU}
+    result = subprocess.run(
+        [sys.executable, *command, "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode in (0, 1), result.stderr
+    load = json.loads(result.stdout)["machine_load"]
+    assert set(load) == {"start", "end"} and len(load["end"]["loadavg_1_5_15"]) == 3
 
 
 GOOD_FUZZ = {

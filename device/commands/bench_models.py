@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from device.commands.bench_support import machine
+from device.commands.bench_support import LoadSpan, load_line, machine
 from device.commands.context import Context
 from device.vision.detector import StageTimes
 from device.vision.embedder import Embedder
@@ -31,6 +31,7 @@ SSD_OVERHEAD_BUDGET = 0.15
 
 
 def bench_models(ctx: Context, iterations: int, as_json: bool) -> int:
+    load = LoadSpan()
     frame = cv2.resize(read_image(SAMPLE), (640, 480), interpolation=cv2.INTER_LINEAR)
     rows = []
     for threads in THREADS:
@@ -45,6 +46,7 @@ def bench_models(ctx: Context, iterations: int, as_json: bool) -> int:
         "frame": "astronaut.png at 640x480",
         "iterations": iterations,
         "results": rows,
+        "machine_load": load.report(),
         "checks": checks,
     }
     print(json.dumps(report, indent=2) if as_json else _text(report))
@@ -99,7 +101,8 @@ def _checks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _text(report: dict[str, Any]) -> str:
-    lines = [f"{'model':<30} thr  invoke p50/p90 ms   pre p50  decode p50  host/invoke"]
+    lines = [load_line(report["machine_load"])]
+    lines.append(f"{'model':<30} thr  invoke p50/p90 ms   pre p50  decode p50  host/invoke")
     for r in report["results"]:
         invoke = f"{r['invoke_ms']['median']:>7.2f}/{r['invoke_ms']['p90']:<7.2f}"
         host = f"{r['preprocess_ms']['median']:>8.3f}  {r['decode_ms']['median']:>9.3f}"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from device.clock import FakeClock
-from device.commands.bench_support import check, report_out
+from device.commands.bench_support import LoadSpan, check, report_out
 from device.config import GovernorConfig
 from device.errors import InputError
 from device.thermal import metrics
@@ -191,6 +191,7 @@ def thermal_checks(scenarios: dict[str, dict[str, Any]]) -> list[dict[str, Any]]
 def bench_thermal(trace: Path | None, as_json: bool) -> int:
     # The governor logs every pace change; over dozens of simulated hours that is noise here.
     logging.getLogger("device.thermal.governor").setLevel(logging.WARNING)
+    load = LoadSpan()  # the figures are simulated and do not depend on it; printed like every bench's
     config, params = GovernorConfig(), PlantParams()
     scenarios: dict[str, tuple[Ambient, SensorModel | None]] = {
         "default (25 -> 35 -> 25 °C)": (default_scenario, None),
@@ -207,6 +208,7 @@ def bench_thermal(trace: Path | None, as_json: bool) -> int:
         "sensors": {"cpu": PI4_CPU.__dict__, "tpu": APEX_TPU.__dict__},
         "governor": config.model_dump(mode="json"),
         "scenarios": results,
+        "machine_load": load.report(),
         "checks": thermal_checks(results),
     }
     return report_out(report, as_json)
