@@ -8,8 +8,11 @@
 - processes: a no-op `appliance ota check` (nothing new in the repository: what a fleet runs every few
   minutes) and a full one, each a whole `python -m device` process, timed in turns with a bare
   `python -c pass` so that the machine's start-up speed shows beside them (their ratio);
-- swap: the longest gap between processed frames while new models are loaded on another thread and
-  swapped in, against the same run without a swap, and against one detection interval.
+- swap: the gaps between processed frames with the default models and threads, in several runs where
+  new models are loaded on another thread and swapped in, interleaved with as many runs without a swap:
+  the p99 of the gaps pooled over each kind of run (one run's maximum is one sample: a single stall in
+  a baseline once made the old maxima ratio pass at 0.31), each run's longest gap, and the longest gap
+  with a swap against one detection interval.
 """
 
 from __future__ import annotations
@@ -35,11 +38,12 @@ from release.publish import NewRelease, add_release
 from release.repository import Repository
 
 from device.clock import SystemClock
-from device.commands.bench_support import DEMO, check, machine, render_frames, report_out
+from device.commands.bench_support import DEMO, LoadSpan, check, machine, render_frames, report_out
 from device.config import (
     Config,
     DetectorConfig,
     EmbedderConfig,
+    ModelsConfig,
     OtaConfig,
     PipelineConfig,
     RuntimeConfig,
@@ -61,6 +65,8 @@ EMBEDDER = "efficientnet-lite0-int8"
 FPS = 15.0
 DETECT_EVERY = 3
 NOOP_BUDGET_S = 0.3
+THREADS = RuntimeConfig().num_threads
+SWAP_RUNS = 3  # of each kind: 6 runs of 6 s keep the whole bench near a minute
 
 
 class _Quiet(SimpleHTTPRequestHandler):
@@ -80,6 +86,7 @@ def _served(directory: Path) -> Iterator[str]:
 
 
 def bench_ota(rounds: int, as_json: bool) -> int:
+    load = LoadSpan()
     work = Path(tempfile.mkdtemp(prefix="appliance-bench-ota-"))
     repo = Repository(work / "repo", work / "keys")
     repo.init()
@@ -97,8 +104,7 @@ def bench_ota(rounds: int, as_json: bool) -> int:
         processes = process_ms(url, repo.path / "root.json", work, rounds)
     size = target.length
     overhead = (verified - plain) / (size / 1e6)
-    swap, steady = frame_gap_ms(swap=True), frame_gap_ms(swap=False)
-    interval_ms = DETECT_EVERY / FPS * 1e3
+    runs = swap_runs(SWAP_RUNS)
     results = {
         "target_bytes": size,
         "plain_get": {"ms": plain, "mb_per_s": round(size / plain / 1e3, 1)},
@@ -106,11 +112,8 @@ def bench_ota(rounds: int, as_json: bool) -> int:
         "overhead_ms_per_mb": round(overhead, 2),
         "whole_check_ms": checks_ms,
         "process_ms": processes,
-        "frame_gap_ms": {
-            "with_swap": swap,
-            "without_swap": steady,
-            "detection_interval": round(interval_ms, 1),
-        },
+        "frame_gap_ms": gap_figures(runs[True], runs[False]),
+        "machine_load": load.report(),
     }
     return report_out({"machine": machine(), **results, "checks": ota_checks(results)}, as_json)
 
@@ -126,13 +129,11 @@ def ota_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
         ),
         check(
             "longest frame gap with a swap, ms (one detection interval)",
-            gaps["with_swap"],
+            gaps["with_swap"]["max"],
             "<=",
             gaps["detection_interval"],
         ),
-        check(
-            "longest frame gap, with / without a swap", gaps["with_swap"] / gaps["without_swap"], "<=", 1.5
-        ),
+        check("frame gap p99, with / without a swap (pooled over runs)", gaps["p99_ratio"], "<=", 1.5),
         # A fleet checks every few minutes: a check that finds nothing new should cost little more than
         # starting Python, not the seconds of loading LiteRT and OpenCV it never uses.
         check(
@@ -229,15 +230,50 @@ def _check(ota: OtaConfig, work: Path) -> None:
     assert outcomes[-1].outcome == "activated", outcomes
 
 
-def frame_gap_ms(swap: bool, frames: int = 90) -> float:
-    """Longest gap (ms) between processed frames at 15 fps; with `swap`, both models are reloaded on
-    another thread a second in and swapped in between frames."""
+def gap_figures(with_swap: list[list[float]], without_swap: list[list[float]]) -> dict[str, Any]:
+    """The frame gaps (ms) of each kind of run pooled: p50, p99, the longest, and each run's longest."""
+
+    def pooled(runs: list[list[float]]) -> dict[str, Any]:
+        gaps = [g for run in runs for g in run]
+        return {
+            "gaps": len(gaps),
+            "p50": round(statistics.median(gaps), 1),
+            "p99": round(statistics.quantiles(gaps, n=100, method="inclusive")[98], 1),
+            "max": round(max(gaps), 1),
+            "run_max": [round(max(run), 1) for run in runs],
+        }
+
+    swapped, steady = pooled(with_swap), pooled(without_swap)
+    return {
+        "models": {**ModelsConfig().model_dump(include={"detector", "embedder"}), "threads": THREADS},
+        "runs_each": len(with_swap),
+        "with_swap": swapped,
+        "without_swap": steady,
+        "p99_ratio": round(swapped["p99"] / steady["p99"], 3),
+        "detection_interval": round(DETECT_EVERY / FPS * 1e3, 1),
+    }
+
+
+def swap_runs(runs: int) -> dict[bool, list[list[float]]]:
+    """`runs` runs with a swap and as many without, in turns (the order alternating) so that a busy
+    spell on the machine falls on both kinds alike."""
+    out: dict[bool, list[list[float]]] = {True: [], False: []}
+    for i in range(runs):
+        for swap in (True, False) if i % 2 == 0 else (False, True):
+            out[swap].append(frame_gaps_ms(swap))
+    return out
+
+
+def frame_gaps_ms(swap: bool, frames: int = 90) -> list[float]:
+    """The gaps (ms) between processed frames at 15 fps with the default models and threads; with
+    `swap`, both models are reloaded on another thread a second in and swapped in between frames."""
     manifest = Manifest.load(MODELS / "manifest.toml")
-    factory = InterpreterFactory(RuntimeConfig(device="cpu", num_threads=1))
+    factory = InterpreterFactory(RuntimeConfig(device="cpu", num_threads=THREADS))
+    names = ModelsConfig()
 
     def models() -> tuple[Detector, Embedder]:
-        detector = make_detector(factory.load(manifest, "ssdlite-person-int8"), DetectorConfig())
-        return detector, Embedder(factory.load(manifest, EMBEDDER), EmbedderConfig())
+        detector = make_detector(factory.load(manifest, names.detector), DetectorConfig())
+        return detector, Embedder(factory.load(manifest, names.embedder), EmbedderConfig())
 
     config = PipelineConfig(detect_every=DETECT_EVERY)
     clock = SystemClock()
@@ -263,4 +299,4 @@ def frame_gap_ms(swap: bool, frames: int = 90) -> float:
     if swap:
         loader.join()
         assert pipeline.counters.swaps == 1
-    return round(max(b - a for a, b in itertools.pairwise(done)) * 1e3, 1)
+    return [(b - a) * 1e3 for a, b in itertools.pairwise(done)]
