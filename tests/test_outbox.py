@@ -193,3 +193,17 @@ def test_a_batch_on_a_full_disk_is_all_or_nothing_and_spends_no_seq(small_disk: 
     assert [m.seq for m in later if m is not None] == [stored[-1].seq + 1, stored[-1].seq + 2]
     db = sqlite3.connect(small_disk / "outbox.sqlite")
     assert db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+
+
+def test_inserts_leave_the_checkpoint_to_the_other_threads(tmp_path: Path) -> None:
+    box = outbox(tmp_path)
+    db_file = tmp_path / "outbox.sqlite"
+    for i in range(3000):  # about 4 MB: past SQLite's default checkpoint of 1000 pages, several times
+        box.add(message(i))
+    # Nothing was copied into the database file inside a frame's insert: it all still sits in the WAL.
+    assert db_file.stat().st_size < 200_000 < (tmp_path / "outbox.sqlite-wal").stat().st_size
+    assert box.checkpoint()  # what the link's thread (after its deletes) and the app's thread call
+    assert db_file.stat().st_size > 3000 * 1300
+    assert not box.checkpoint()  # nothing new since: no work
+    box.close()
+    assert [p.seq for p in outbox(tmp_path).pending(0, 5000)] == list(range(1, 3001))

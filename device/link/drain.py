@@ -140,6 +140,7 @@ class Drainer:
         acked, self._acked = self._acked, []
         self._flushed_at = self.clock.monotonic()
         self.outbox.ack(*acked)
+        self.outbox.checkpoint()  # here, on the link's thread, rather than inside a frame's insert
 
     def _maybe_flush(self) -> None:
         # Deleting in batches keeps write transactions (and the write lock the pipeline also needs) rare.

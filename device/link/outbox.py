@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 # Errors that mean the file itself is broken (as opposed to a full disk or a busy lock).
 CORRUPT_MARKERS = ("malformed", "not a database", "file is encrypted", "disk image")
+# Rows inserted or deleted between checkpoints (about 2-3 WAL pages each): near SQLite's default of 1000.
+CHECKPOINT_ROWS = 400
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class Outbox:
         self._lock = threading.Lock()  # the writer connection: the pipeline's inserts, the link's deletes
         self._read_lock = threading.Lock()
         self._reader: sqlite3.Connection | None = None
+        self._changed = 0  # rows inserted or deleted since the last checkpoint
         self._generation = 0  # bumped when the file is replaced, so the reader reopens
         self._reader_generation = -1
         self._db = self._open()
@@ -155,6 +158,7 @@ class Outbox:
             self._drop("disk_full", f"cannot reserve sequence numbers: {exc.strerror}")
             return None
         self._next = seq + 1
+        self._changed += 1
         self._count += 1
         self._bytes += len(payload)
         return stored
@@ -195,17 +199,19 @@ class Outbox:
                 )
             self.floor.allow(rows[-1][1])
             now = self.clock.time()
-            with self._transaction():
-                self._db.executemany(
-                    "INSERT INTO outbox (seq, created, size, payload) VALUES (?, ?, ?, ?)",
-                    [(seq, now, len(payload), payload) for _, seq, payload in rows],
-                )
+            # One statement with a row per message: atomic on its own (an implicit transaction), and one
+            # sqlite3_step, so the frame thread gives up the GIL once per frame, not once per statement
+            # (each release can cost a whole switch interval while the link's thread is busy).
+            values = ",".join(["(?, ?, ?, ?)"] * len(rows))
+            args = [a for _, seq, payload in rows for a in (seq, now, len(payload), payload)]
+            self._db.execute(f"INSERT INTO outbox (seq, created, size, payload) VALUES {values}", args)
         except sqlite3.DatabaseError as exc:
             self._storage_failed(exc, len(rows))
             return self._lose(out, rows)
         except OSError as exc:
             return self._lose(out, rows, "disk_full", f"cannot reserve sequence numbers: {exc.strerror}")
         self._next = rows[-1][1] + 1
+        self._changed += len(rows)
         self._count += len(rows)
         self._bytes += size
         return out
@@ -273,15 +279,19 @@ class Outbox:
         does not queue behind the pipeline's inserts for the write lock (a convoy under the GIL)."""
         with self._read_lock:
             try:
-                if self._reader is None or self._reader_generation != self._generation:
-                    self._reader = open_reader(self.path)
-                    self._reader_generation = self._generation
-                return list(self._reader.execute(sql, args).fetchall())
+                return list(self._reading().execute(sql, args).fetchall())
             except sqlite3.DatabaseError as exc:
                 failure = exc
         with self._lock:
             self._storage_failed(failure)
         return []
+
+    def _reading(self) -> sqlite3.Connection:
+        """The reader connection (under _read_lock), reopened after the file was replaced."""
+        if self._reader is None or self._reader_generation != self._generation:
+            self._reader = open_reader(self.path)
+            self._reader_generation = self._generation
+        return self._reader
 
     def ack(self, *seqs: int) -> None:
         """The broker has these messages: forget them, in one transaction (acks arrive in bursts)."""
@@ -299,6 +309,22 @@ class Outbox:
                 return
             self._count -= len(sizes)
             self._bytes -= sum(sizes)
+            self._changed += len(sizes)
+
+    def checkpoint(self) -> bool:
+        """Copy the WAL back into the database file once enough has changed, from the reader connection
+        and without the write lock: PASSIVE never blocks the pipeline's inserts, and the frame thread no
+        longer pays for it (the link's thread calls this after its deletes, the app's every stats
+        interval). Returns whether it ran."""
+        if self._changed < CHECKPOINT_ROWS:
+            return False
+        self._changed = 0
+        with self._read_lock:
+            try:
+                self._reading().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.DatabaseError as exc:  # no message is lost: the next insert or read will tell
+                log.warning("outbox checkpoint failed (%s); SQLite's own will run later", exc)
+        return True
 
     def expire(self) -> int:
         """Delete messages older than max_age_s; returns how many."""
@@ -317,6 +343,8 @@ class Outbox:
             self._count -= len(rows)
             self._bytes -= sum(int(r[0]) for r in rows)
         self.drops["expired"] += len(rows)
+        self._changed += len(rows)
+        self.checkpoint()  # the app thread: keeps the WAL short while the link is down, too
         return len(rows)
 
     def newest_seq(self) -> int:
