@@ -12,6 +12,7 @@ import cv2
 import pytest
 
 from device.commands.bench_ota import gap_figures, ota_checks
+from device.commands.bench_outbox import outbox_checks
 from device.commands.bench_pipeline import payload, pipeline_checks
 from device.commands.bench_soak import soak_checks, soak_figures
 from device.commands.bench_support import PRESSURE_CPU, LoadSpan, load_line, parse_pressure
@@ -328,6 +329,29 @@ GOOD_THERMAL = {
 def test_each_thermal_check_fails_on_a_bad_measurement(bad: dict[str, object], failing: str) -> None:
     assert all(c["ok"] for c in thermal_checks({"a trace": GOOD_THERMAL}))
     checks = thermal_checks({"a trace": {**GOOD_THERMAL, **bad}})
+    assert [c["check"] for c in checks if not c["ok"]] == [
+        next(c["check"] for c in checks if failing in c["check"])
+    ]
+
+
+GOOD_OUTBOX = {
+    "durable_over_plain": 0.55,
+    "backlog": {"msg_per_s": 12_000.0},
+    "enqueue_side_by_side": {"draining": {"frame_ms_p99": 0.25}},
+}
+
+
+@pytest.mark.parametrize(
+    ("bad", "failing"),
+    [
+        ({"durable_over_plain": 0.38}, "durable / plain"),
+        ({"backlog": {"msg_per_s": 500.0}}, "backlog drain"),
+        ({"enqueue_side_by_side": {"draining": {"frame_ms_p99": 2.3}}}, "drainer flat out"),
+    ],
+)
+def test_each_outbox_check_fails_on_a_bad_measurement(bad: dict[str, object], failing: str) -> None:
+    assert all(c["ok"] for c in outbox_checks(GOOD_OUTBOX))
+    checks = outbox_checks({**GOOD_OUTBOX, **bad})
     assert [c["check"] for c in checks if not c["ok"]] == [
         next(c["check"] for c in checks if failing in c["check"])
     ]
