@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from device.commands.bench_ota import DETECT_EVERY, FPS, frame_gap_ms
+from device.commands.bench_ota import DETECT_EVERY, FPS, frame_gaps_ms
 from device.ota.engine import Engine
 from device.ota.faults import STEPS
 
@@ -124,7 +124,7 @@ def test_frames_keep_flowing_through_a_swap() -> None:
     """The swap is a pointer exchange between frames: while another thread loads and warms both new
     models, no gap between processed frames at 15 fps is longer than one detection interval. The same
     measurement `appliance bench ota` reports; it checks that the swap really happened."""
-    assert frame_gap_ms(swap=True) <= DETECT_EVERY / FPS * 1e3
+    assert max(frame_gaps_ms(swap=True)) <= DETECT_EVERY / FPS * 1e3
 
 
 def test_an_operator_pins_a_version_and_rolls_back_from_the_cli(tmp_path: Path) -> None:
