@@ -77,7 +77,14 @@ class App:
         self.pace = PaceController(config.pipeline, self.clock, self.governor)
         self.outbox = Outbox(config.state_dir / "outbox.sqlite", config.outbox, self.clock)
         self.pipeline = Pipeline(
-            detector, embedder, Tracker(config.tracker), self.pace, self._store, config.pipeline, self.clock
+            detector,
+            embedder,
+            Tracker(config.tracker),
+            self.pace,
+            self._store,
+            config.pipeline,
+            self.clock,
+            sink_many=self._store_many,
         )
         lores = (detector.input_width, detector.input_height)
         source = make_source(config.camera, lores_size=lores, clock=self.clock, camera_class=camera_class)
@@ -148,6 +155,17 @@ class App:
     def _store(self, message: ObjectMessage) -> ObjectMessage | None:
         """The pipeline's sink: into the outbox (which assigns seq); the link drains it from there."""
         stored = self.outbox.add(message)
+        self._stored(stored)
+        return stored
+
+    def _store_many(self, messages: list[ObjectMessage]) -> list[ObjectMessage | None]:
+        """A frame's objects in one outbox transaction (all stored or none)."""
+        stored = self.outbox.add_many(messages)
+        for one in stored:
+            self._stored(one)
+        return stored
+
+    def _stored(self, stored: ObjectMessage | None) -> None:
         if stored is not None:
             with self._stored_lock:
                 self._stored_at[stored.seq] = self.clock.monotonic()
@@ -155,7 +173,6 @@ class App:
                     self._stored_at.pop(next(iter(self._stored_at)))
             if self.observers.on_object is not None:
                 self.observers.on_object(stored)
-        return stored
 
     def _on_quote(self, quote: dict[str, Any]) -> None:
         """Adds `round_trip_ms`: from storing the object message to its quote arriving here."""

@@ -26,6 +26,8 @@ from device.wire import ObjectMessage
 # Stores a message and gives it its seq; returns the stored message, or None if it could not be
 # stored (outbox full or disk full: counted there).
 Sink = Callable[[ObjectMessage], ObjectMessage | None]
+# The same for a frame's several objects at once (one transaction: Outbox.add_many); one result each.
+SinkMany = Callable[[list[ObjectMessage]], list[ObjectMessage | None]]
 STAGES = ("detect", "track", "embed", "publish")
 
 
@@ -64,6 +66,9 @@ class Pipeline:
     sink: Sink
     config: PipelineConfig
     clock: Clock
+    # When set, a frame that yields several objects hands them over in one call: one commit and one
+    # wait for the outbox's lock on the frame thread instead of one per object.
+    sink_many: SinkMany | None = None
     counters: PipelineCounters = field(default_factory=PipelineCounters)
     stage_ms: dict[str, MovingAverage] = field(default_factory=lambda: {s: MovingAverage() for s in STAGES})
     latency_ms: Percentiles = field(default_factory=Percentiles)  # capture -> handed to the sink
@@ -146,13 +151,16 @@ class Pipeline:
 
     def _embed_due(self, frame: Frame, tracks: list[Track], pace: Pace) -> None:
         now = self.clock.monotonic()
+        due = []
         for track in tracks:
             if not track.matched or not self._needs_embedding(track, now):
                 continue
             if not self._take_token(pace, now):
                 self.counters.embeds_deferred += 1
                 continue
-            self._emit(frame, track, now)
+            due.append(track)
+        if due:
+            self._emit(frame, due, now)
 
     def _needs_embedding(self, track: Track, now: float) -> bool:
         last = self._embedded.get(track.track_id)
@@ -173,7 +181,22 @@ class Pipeline:
         self._tokens -= 1.0
         return True
 
-    def _emit(self, frame: Frame, track: Track, now: float) -> None:
+    def _emit(self, frame: Frame, tracks: list[Track], now: float) -> None:
+        messages = [self._build(frame, track) for track in tracks]
+        built = time.perf_counter()
+        if self.sink_many is not None and len(messages) > 1:
+            stored = self.sink_many(messages)
+        else:
+            stored = [self.sink(message) for message in messages]
+        done = time.perf_counter()
+        self.counters.not_stored += sum(1 for s in stored if s is None)
+        for track in tracks:
+            self.stage_ms["publish"].add((done - built) * 1e3 / len(tracks))
+            self.latency_ms.add((self.clock.time() - frame.captured) * 1e3)
+            self._embedded[track.track_id] = _Embedded(track.box, now)
+        self.counters.embeddings += len(tracks)
+
+    def _build(self, frame: Frame, track: Track) -> ObjectMessage:
         start = time.perf_counter()
         embedding = self.embedder.embed(frame.image, track.box)
         self.last_invoke_ms += self.embedder.times.invoke_ms
@@ -196,14 +219,8 @@ class Pipeline:
             zero_point=embedding.zero_point,
             vector=embedding.values.tobytes(),
         )
-        if self.sink(message) is None:
-            self.counters.not_stored += 1
-        done = time.perf_counter()
         self.stage_ms["embed"].add((built - start) * 1e3)
-        self.stage_ms["publish"].add((done - built) * 1e3)
-        self.latency_ms.add((self.clock.time() - frame.captured) * 1e3)
-        self._embedded[track.track_id] = _Embedded(track.box, now)
-        self.counters.embeddings += 1
+        return message
 
     def _forget_gone(self, tracks: list[Track]) -> None:
         live = {t.track_id for t in tracks}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,10 +14,12 @@ import pytest
 from device.camera.image_folder import ImageFolderSource
 from device.camera.source import Frame
 from device.clock import FakeClock
-from device.config import DetectorConfig, EmbedderConfig, PipelineConfig, TrackerConfig
+from device.config import DetectorConfig, EmbedderConfig, OutboxConfig, PipelineConfig, TrackerConfig
+from device.link.outbox import Outbox
 from device.pace import PaceController
 from device.pipeline import Pipeline
 from device.vision.embedder import Embedder
+from device.vision.images import read_image
 from device.vision.models import make_detector
 from device.vision.runtime import LoadedModel
 from device.vision.tracker import Tracker
@@ -135,3 +138,34 @@ def test_lores_detections_are_scaled_to_the_main_stream(load_model: LoadModel) -
     scaled = pipeline._detect_scaled(with_lores)
     assert len(direct) == len(scaled) == 1
     assert scaled[0].box.iou(direct[0].box) > 0.95
+
+
+def test_a_frames_several_objects_go_to_the_outbox_in_one_batch(
+    load_model: LoadModel, tmp_path: Path
+) -> None:
+    clock = FakeClock()
+    pipeline, singles = build(load_model, clock)
+    box = Outbox(tmp_path / "outbox.sqlite", OutboxConfig(), clock)
+    batches: list[list[ObjectMessage | None]] = []
+
+    def store_many(messages: list[ObjectMessage]) -> list[ObjectMessage | None]:
+        batches.append(box.add_many(messages))
+        return batches[-1]
+
+    pipeline.sink_many = store_many
+    run(pipeline, clock, side_by_side(clock, 15))  # two demo photos in one frame: two new tracks at once
+    assert batches and all(len(b) >= 2 for b in batches) and not singles  # several at once, one call
+    stored = [m for b in batches for m in b if m is not None]
+    assert [m.seq for m in stored] == [p.seq for p in box.pending(0, 1000)]
+    assert [m.seq for m in stored] == list(range(stored[0].seq, stored[0].seq + len(stored)))
+    assert pipeline.counters.embeddings == len(stored) and pipeline.counters.not_stored == 0
+
+
+def side_by_side(clock: FakeClock, count: int) -> Iterator[Frame]:
+    """The person's and the cat's photos next to each other, so one frame holds two objects."""
+    photos = sorted(p for p in (ROOT / "demo").iterdir() if p.suffix in (".jpg", ".png"))
+    left, right = (cv2.resize(read_image(p), (320, 480)) for p in photos[:2])
+    image = np.hstack([left, right]).astype(np.uint8)
+    for index in range(count):
+        clock.advance(1 / 15)
+        yield Frame(image, clock.time(), index)
