@@ -114,11 +114,6 @@ class Deduplicator:
                 windows.popitem(last=False)
         return ranges
 
-    def epoch_of(self, device_id: str) -> str | None:
-        """The epoch this device was last heard in (None for a device not tracked)."""
-        windows = self._devices.get(device_id)
-        return next(reversed(windows)) if windows else None
-
     def ranges(self, device_id: str, epoch: str = "") -> int:
         """How many ranges this device's window holds (1 for a device heard in order)."""
         windows = self._devices.get(device_id)

@@ -109,7 +109,7 @@ class PricingService:
         quote, used = self.catalogs.quote(message)
         self.counts[quote.status] += 1
         if quote.status == "refused":
-            self._log_limited("refused", f"refused {device_id} seq {message.seq}: {quote.reason}")
+            _log_rarely(self.counts["refused"], f"refused {device_id} seq {message.seq}: {quote.reason}")
         body = {
             "device_id": device_id,
             "seq": message.seq,
@@ -125,14 +125,14 @@ class PricingService:
         )
 
     def _is_new(self, device_id: str, seq: int, epoch: str) -> bool:
-        previous = self.dedupe.epoch_of(device_id)
+        """Deduplicator's answer, logged at a falling rate: a device churning epochs must not flood the
+        journal. The counts are the Deduplicator's own (see stats)."""
+        resets = self.dedupe.resets
         if not self.dedupe.is_new(device_id, seq, epoch):
-            self._log_limited("duplicate", f"from {device_id}: seq {seq} (epoch {epoch or '-'}) again")
-            self.counts["duplicates"] += 1
+            _log_rarely(self.dedupe.duplicates, f"from {device_id}: seq {seq} (epoch {epoch or '-'}) again")
             return False
-        if previous is not None and previous != epoch:
-            self.counts["epoch_changes"] += 1
-            log.info("%s numbers its messages afresh: epoch %s -> %s", device_id, previous or "-", epoch)
+        if self.dedupe.resets > resets:
+            _log_rarely(self.dedupe.resets, f"{device_id} numbers its messages afresh, epoch {epoch or '-'}")
         return True
 
     def _device_of(self, topic: str) -> str | None:
@@ -154,9 +154,7 @@ class PricingService:
 
     def _log_limited(self, reason: str, text: str) -> None:
         self.counts[f"rejected_{reason}"] += 1
-        count = self.counts[f"rejected_{reason}"]
-        if count & (count - 1) == 0:  # the 1st, 2nd, 4th, 8th ... of each kind
-            log.warning("%s (%d so far)", text, count)
+        _log_rarely(self.counts[f"rejected_{reason}"], text)
 
     # -- MQTT ---------------------------------------------------------------------------------------
     def _make_client(self) -> GuardedClient:
@@ -293,8 +291,6 @@ class PricingService:
                 **self.counts,
                 **self._requests.dropped,
                 "refused_packets": self._client.refused_packets,
-            },
-            "dedupe": {
                 "duplicates": self.dedupe.duplicates,
                 "epoch_changes": self.dedupe.resets,
                 "forgotten": self.dedupe.forgotten,
@@ -303,6 +299,12 @@ class PricingService:
             "queue_senders": self._requests.senders(),
             "latency_ms": {"p50": _r(self.latency_ms.get(50)), "p99": _r(self.latency_ms.get(99))},
         }
+
+
+def _log_rarely(count: int, text: str) -> None:
+    """The 1st, 2nd, 4th, 8th ... of a kind: a flood of one kind costs a few lines, not one per message."""
+    if count & (count - 1) == 0:
+        log.warning("%s (%d so far)", text, count)
 
 
 def _epoch(user_properties: object) -> str:

@@ -231,4 +231,4 @@ def test_a_device_whose_state_was_wiped_gets_quotes_again(
         stop.set()
         thread.join(5)
         watcher.close()
-    assert service.counts["epoch_changes"] == 1
+    assert service.stats()["counts"]["epoch_changes"] == 1
