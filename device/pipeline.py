@@ -209,9 +209,8 @@ class Pipeline:
             captured_us=round(frame.captured * 1e6),
             track_id=track.track_id,
             class_id=track.class_id,
-            # A labels file with a blank line must not make a message the wire refuses.
-            label=track.label or str(track.class_id),
-            score=min(max(track.score, 0.0), 1.0),  # a float detector may round a hair above 1
+            label=track.label,
+            score=track.score,
             box=(track.box.x1 / w, track.box.y1 / h, track.box.x2 / w, track.box.y2 / h),
             model_id=entry.id,
             model_version=entry.version,

@@ -102,7 +102,8 @@ class Detector(ABC):
             if box.area > 0:
                 class_id = int(class_ids[i])
                 label = self.model.entry.label_for(class_id, self.labels)
-                detections.append(Detection(class_id, label, float(scores[i]), box))
+                # A dequantised score can land a hair above 1; a score is a probability (docs/wire.md).
+                detections.append(Detection(class_id, label, min(float(scores[i]), 1.0), box))
         return detections
 
     def output(self, detail: dict[str, Any]) -> npt.NDArray[Any]:
