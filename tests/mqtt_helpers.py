@@ -17,6 +17,17 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 
+def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> bool:
+    """True once `condition()` holds, False at the deadline. For states kept by other threads and files
+    (messages received, a log line) that offer no event to wait on."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 @dataclass(frozen=True)
 class Received:
     topic: str
@@ -70,12 +81,8 @@ class Collector:
             return [m for m in self.messages if m.topic.endswith(suffix)]
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        if not wait_until(predicate, timeout):
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
         self.client.publish(topic, payload, qos=qos).wait_for_publish(5)

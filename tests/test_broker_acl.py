@@ -21,8 +21,8 @@ from pricing.service import PricingService
 
 from .conftest import DATA
 from .daemons import start_daemon
-from .mqtt_helpers import daemon_env
-from .tls_broker import DEPLOY, Client, TlsBroker, connect, wait_for
+from .mqtt_helpers import daemon_env, wait_until
+from .tls_broker import DEPLOY, Client, TlsBroker, connect
 
 
 def test_a_device_reaches_its_own_topics_and_the_pricing_service_does_its_job(
@@ -35,8 +35,8 @@ def test_a_device_reaches_its_own_topics_and_the_pricing_service_does_its_job(
     assert device.subscribe("appliance/dev-a/quotes") == 1
     assert device.publish("appliance/dev-a/objects", b"embedding") == "Success"
     assert pricing.publish("appliance/dev-a/quotes", b"quote") == "Success"
-    assert wait_for(lambda: ("appliance/dev-a/objects", b"embedding") in pricing.messages)
-    assert wait_for(lambda: ("appliance/dev-a/quotes", b"quote") in device.messages)
+    assert wait_until(lambda: ("appliance/dev-a/objects", b"embedding") in pricing.messages)
+    assert wait_until(lambda: ("appliance/dev-a/quotes", b"quote") in device.messages)
     for topic in ("appliance/dev-a/status", "appliance/dev-a/stats"):
         assert device.publish(topic, b"{}") == "No matching subscribers"  # accepted; nobody listening
     pricing.close()
@@ -52,7 +52,7 @@ def test_a_device_cannot_publish_as_another(tls_broker: TlsBroker, certs: Path) 
     assert a.publish("appliance/fleet/release", b"{}") == "Not authorized"
     # The broker handles one client's messages in order: once its own arrives, a forged one would have.
     assert a.publish("appliance/dev-a/objects", b"own") == "Success"
-    assert wait_for(lambda: pricing.messages)
+    assert wait_until(lambda: pricing.messages)
     assert pricing.messages == [("appliance/dev-a/objects", b"own")]
     pricing.close()
     a.close()
@@ -68,13 +68,13 @@ def test_a_device_cannot_read_another_devices_quotes(tls_broker: TlsBroker, cert
     b = connect(tls_broker, certs, "dev-b")
     b.subscribe("appliance/dev-b/quotes")
     b.publish("appliance/dev-b/objects", b"b's embedding")
-    assert wait_for(lambda: pricing.messages)
+    assert wait_until(lambda: pricing.messages)
     pricing.publish("appliance/dev-b/quotes", b"for b only")
     pricing.publish("appliance/dev-a/quotes", b"for a")
     # a's own quote comes after anything the broker would have given it of b's.
-    assert wait_for(lambda: a.messages)
+    assert wait_until(lambda: a.messages)
     assert a.messages == [("appliance/dev-a/quotes", b"for a")]
-    assert wait_for(lambda: b.messages)
+    assert wait_until(lambda: b.messages)
     assert b.messages == [("appliance/dev-b/quotes", b"for b only")]
     for client in (a, b, pricing):
         client.close()
@@ -109,7 +109,7 @@ def test_a_devices_queued_quotes_stay_in_its_own_session(
     assert attacker.connected.is_set()
     # The device comes back (with the client id it always sends) to its session and its quote.
     again = connect(tls_broker, certs, "dev-a", client_id="appliance-dev-a", session=True)
-    assert wait_for(lambda: again.messages), "dev-a's queued quote was not delivered to dev-a"
+    assert wait_until(lambda: again.messages), "dev-a's queued quote was not delivered to dev-a"
     assert again.messages == [("appliance/dev-a/quotes", b"queued for a")]
     assert attacker.messages == []
     for client in (pricing, attacker, again):
@@ -130,7 +130,7 @@ def test_pricing_replicas_have_their_own_identities_and_share_the_work(
     sent = [f"object {i}".encode() for i in range(10)]
     for payload in sent:
         assert device.publish("appliance/dev-a/objects", payload) == "Success"
-    assert wait_for(lambda: sum(len(r.messages) for r in replicas) >= len(sent))
+    assert wait_until(lambda: sum(len(r.messages) for r in replicas) >= len(sent))
     assert sorted(p for r in replicas for _t, p in r.messages) == sorted(sent)
     assert all(r.messages for r in replicas)  # both took a share
     assert [r.disconnects for r in replicas] == [[], []]
@@ -162,7 +162,7 @@ def test_two_pricing_services_with_their_own_certificates_answer_every_device(
     for seq in range(1, 21):
         payload = encode(dataclasses.replace(template, seq=seq))
         assert device.publish("appliance/dev-a/objects", payload) == "Success"
-    assert wait_for(lambda: len(device.messages) >= 20, 30), f"{len(device.messages)} of 20 answered"
+    assert wait_until(lambda: len(device.messages) >= 20, 30), f"{len(device.messages)} of 20 answered"
     stop.set()
     for thread in threads:
         thread.join(5)
@@ -198,7 +198,7 @@ def test_a_device_cannot_join_a_shared_subscription(tls_broker: TlsBroker, certs
     sent = [f"object {i}".encode() for i in range(10)]
     for payload in sent:
         assert a.publish("appliance/dev-a/objects", payload) == "Success"
-    assert wait_for(lambda: len(a.messages) >= len(sent))
+    assert wait_until(lambda: len(a.messages) >= len(sent))
     assert sorted(p for _t, p in a.messages) == sorted(sent)  # a quote for every object
     assert len(pricing.messages) == len(sent) and thief.messages == []
     for client in (pricing, thief, a):
@@ -242,7 +242,7 @@ def test_the_daemon_over_tls_with_its_certificate(tls_broker: TlsBroker, certs: 
     )
     daemon = start_daemon(env, log=tmp_path / "daemon.log")
     try:
-        wait_for(lambda: pricing.messages, 60)
+        wait_until(lambda: pricing.messages, 60)
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(10) == 0
     finally:

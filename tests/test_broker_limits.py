@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from .tls_broker import Client, TlsBroker, connect, wait_for
+from .mqtt_helpers import wait_until
+from .tls_broker import Client, TlsBroker, connect
 
 RATE, BURST = 50, 50  # the tests' publish limit per client: low, so a flood is over it at once
 
@@ -26,7 +27,7 @@ def limited_broker(tmp_path: Path, certs: Path, share_guard: Path) -> Iterator[T
 def flood(client: Client, topic: str, count: int) -> list[str]:
     """Publish `count` QoS 1 messages as fast as paho sends them; their PUBACK reasons, in order."""
     mids = [client.client.publish(topic, b"flood %d" % i, qos=1).mid for i in range(count)]
-    assert wait_for(lambda: all(mid in client.acks for mid in mids), 30), "PUBACKs missing"
+    assert wait_until(lambda: all(mid in client.acks for mid in mids), 30), "PUBACKs missing"
     return [client.acks[mid] for mid in mids]
 
 
@@ -61,7 +62,7 @@ def test_a_flooding_device_is_held_to_its_rate_and_others_get_through(
     assert honest_acks == ["Success"] * 20
     # The broker forwards one client's messages in order: after this one, any of the flood's would be in.
     assert honest.publish("appliance/dev-a/objects", b"last") == "Success"
-    assert wait_for(lambda: ("appliance/dev-a/objects", b"last") in pricing.messages)
+    assert wait_until(lambda: ("appliance/dev-a/objects", b"last") in pricing.messages)
     assert sum(t == "appliance/dev-b/objects" for t, _p in pricing.messages) == accepted
     assert sum(t == "appliance/dev-a/objects" for t, _p in pricing.messages) == 21
     assert "Not authorized" not in flood(pricing, "appliance/dev-a/quotes", 3 * BURST)
@@ -70,7 +71,7 @@ def test_a_flooding_device_is_held_to_its_rate_and_others_get_through(
     def logged() -> int:
         return limited_broker.log.read_text().count("rate limit: refused dev-b publishing")
 
-    assert wait_for(lambda: logged() >= refused.bit_length())
+    assert wait_until(lambda: logged() >= refused.bit_length())
     assert logged() == refused.bit_length()
     for client in (pricing, honest, flooder):
         client.close()
@@ -103,16 +104,16 @@ def test_an_oversized_packet_disconnects_its_sender_alone(tls_broker: TlsBroker,
     assert honest.connected.is_set() and big.connected.is_set()
     fits = b"f" * 10_000
     assert big.publish("appliance/dev-b/objects", fits) == "Success"
-    assert wait_for(lambda: ("appliance/dev-b/objects", fits) in pricing.messages)
+    assert wait_until(lambda: ("appliance/dev-b/objects", fits) in pricing.messages)
     assert honest.publish("appliance/dev-a/objects", b"before") == "Success"
     # Not Client.publish: no PUBACK comes for it; the DISCONNECT is the broker's answer.
     big.client.publish("appliance/dev-b/objects", b"x" * 20_000, qos=1)
-    assert wait_for(lambda: big.disconnects, 10), "the broker took a 20,000-byte packet"
+    assert wait_until(lambda: big.disconnects, 10), "the broker took a 20,000-byte packet"
     assert big.disconnects[0] == "Packet too large"
     big.close()
     for i in range(5):  # the other device's connection and messages are untouched
         assert honest.publish("appliance/dev-a/objects", b"after %d" % i) == "Success"
-    assert wait_for(lambda: ("appliance/dev-a/objects", b"after 4") in pricing.messages)
+    assert wait_until(lambda: ("appliance/dev-a/objects", b"after 4") in pricing.messages)
     assert [p for t, p in pricing.messages if t == "appliance/dev-a/objects"] == [
         b"before",
         *(b"after %d" % i for i in range(5)),

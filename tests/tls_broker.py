@@ -10,8 +10,6 @@ import re
 import shutil
 import subprocess
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from .broker import Mosquitto
+from .mqtt_helpers import wait_until
 
 # Not conftest's ROOT: conftest imports this module.
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -91,15 +90,6 @@ class TlsBroker(Mosquitto):
         self.config.write_text(text + f"\nuser {user}\nlog_dest stderr\n")
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 class Client:
     """A paho client with a site certificate; `session` asks for a persistent session (clean_start false,
     an hour's expiry), as a device that wants its queued quotes after a reconnect would."""
@@ -150,13 +140,13 @@ class Client:
         """Subscribe at QoS 1 and return the SUBACK's reason code (0x80 and above: refused)."""
         _rc, mid = self.client.subscribe(topic, qos=1)
         assert mid is not None, f"not connected: cannot subscribe to {topic}"
-        assert wait_for(lambda: mid in self.subacks), f"no SUBACK for {topic}"
+        assert wait_until(lambda: mid in self.subacks), f"no SUBACK for {topic}"
         return self.subacks[mid][0]
 
     def publish(self, topic: str, payload: bytes) -> str:
         info = self.client.publish(topic, payload, qos=1)
         info.wait_for_publish(5)
-        wait_for(lambda: info.mid in self.acks, 1)
+        wait_until(lambda: info.mid in self.acks, 1)
         return self.acks.get(info.mid, "")
 
     def close(self) -> None:
@@ -167,5 +157,5 @@ class Client:
 def connect(*args: Any, **kwargs: Any) -> Client:
     client = Client(*args, **kwargs)
     if not client.refused:  # connected, or refused after the handshake (a revoked certificate)
-        wait_for(lambda: client.connected.is_set() or client.disconnects)
+        wait_until(lambda: client.connected.is_set() or client.disconnects)
     return client
