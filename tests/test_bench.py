@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import cv2
 import pytest
@@ -138,6 +139,13 @@ def test_every_bench_reports_the_machine_load_beside_its_figures(command: list[s
     assert set(load) == {"start", "end"} and len(load["end"]["loadavg_1_5_15"]) == 3
 
 
+def assert_only_failing(checks: list[dict[str, Any]], failing: str) -> None:
+    """The check whose name contains `failing` fails, and no other does."""
+    named = [c["check"] for c in checks if failing in c["check"]]
+    assert len(named) == 1, f"{failing!r} names {named}"
+    assert [c["check"] for c in checks if not c["ok"]] == named
+
+
 GOOD_FUZZ = {
     "rss_growth_mb": 1.5,
     "paced": {"rate": 1000.0, "p99_ratio": 1.4},
@@ -161,9 +169,7 @@ GOOD_FUZZ = {
 def test_each_fuzz_check_fails_on_a_bad_measurement(bad: dict[str, object], failing: str) -> None:
     assert all(c["ok"] for c in fuzz_checks(GOOD_FUZZ))
     checks = fuzz_checks({**GOOD_FUZZ, **bad})
-    assert [c["check"] for c in checks if not c["ok"]] == [
-        next(c["check"] for c in checks if failing in c["check"])
-    ]
+    assert_only_failing(checks, failing)
 
 
 # Three runs of each kind: steady 67 ms gaps with a detection frame's 120 ms now and then.
@@ -207,9 +213,7 @@ def test_frame_gaps_are_pooled_over_runs_not_one_maximum() -> None:
 def test_each_ota_check_fails_on_a_bad_measurement(bad: dict[str, object], failing: str) -> None:
     assert all(c["ok"] for c in ota_checks(GOOD_OTA))
     checks = ota_checks({**GOOD_OTA, **bad})
-    assert [c["check"] for c in checks if not c["ok"]] == [
-        next(c["check"] for c in checks if failing in c["check"])
-    ]
+    assert_only_failing(checks, failing)
 
 
 def test_machine_load_has_load_average_and_cpu_pressure_at_start_and_end() -> None:
@@ -248,9 +252,7 @@ GOOD_PIPELINE = {
 def test_each_pipeline_check_fails_on_a_bad_measurement(bad: dict[str, object], failing: str) -> None:
     assert all(c["ok"] for c in pipeline_checks(GOOD_PIPELINE))
     checks = pipeline_checks({**GOOD_PIPELINE, **bad})
-    assert [c["check"] for c in checks if not c["ok"]] == [
-        next(c["check"] for c in checks if failing in c["check"])
-    ]
+    assert_only_failing(checks, failing)
 
 
 def test_payload_is_judged_on_each_published_box_without_the_margin() -> None:
@@ -303,9 +305,7 @@ def test_each_soak_check_fails_on_a_bad_measurement(
     samples: list[tuple[float, float]], exit_code: int | None, failing: str
 ) -> None:
     checks = soak_checks(soak_figures(samples, 600.0, exit_code))
-    assert [c["check"] for c in checks if not c["ok"]] == [
-        next(c["check"] for c in checks if failing in c["check"])
-    ]
+    assert_only_failing(checks, failing)
 
 
 GOOD_THERMAL = {
@@ -329,9 +329,7 @@ GOOD_THERMAL = {
 def test_each_thermal_check_fails_on_a_bad_measurement(bad: dict[str, object], failing: str) -> None:
     assert all(c["ok"] for c in thermal_checks({"a trace": GOOD_THERMAL}))
     checks = thermal_checks({"a trace": {**GOOD_THERMAL, **bad}})
-    assert [c["check"] for c in checks if not c["ok"]] == [
-        next(c["check"] for c in checks if failing in c["check"])
-    ]
+    assert_only_failing(checks, failing)
 
 
 GOOD_OUTBOX = {
@@ -352,6 +350,4 @@ GOOD_OUTBOX = {
 def test_each_outbox_check_fails_on_a_bad_measurement(bad: dict[str, object], failing: str) -> None:
     assert all(c["ok"] for c in outbox_checks(GOOD_OUTBOX))
     checks = outbox_checks({**GOOD_OUTBOX, **bad})
-    assert [c["check"] for c in checks if not c["ok"]] == [
-        next(c["check"] for c in checks if failing in c["check"])
-    ]
+    assert_only_failing(checks, failing)

@@ -185,32 +185,23 @@ def test_wire_imports_nothing_heavy() -> None:
     assert result.stdout.strip() == "[]"
 
 
+def wire_decode(stdin: bytes) -> subprocess.CompletedProcess[bytes]:
+    """`appliance wire decode` as an operator pipes a payload into it."""
+    command = [sys.executable, "-m", "device", "wire", "decode"]
+    return subprocess.run(command, input=stdin, capture_output=True, cwd=ROOT, timeout=60, check=False)
+
+
 def test_cli_decodes_stdin_with_or_without_a_trailing_newline() -> None:
     payload, fields = golden("small")
     for data in (payload, payload + b"\n"):
-        result = subprocess.run(
-            [sys.executable, "-m", "device", "wire", "decode"],
-            input=data,
-            capture_output=True,
-            cwd=ROOT,
-            timeout=60,
-            check=False,
-        )
+        result = wire_decode(data)
         assert result.returncode == 0, result.stderr
         decoded = json.loads(result.stdout)
         assert decoded["seq"] == 42 and decoded["label"] == "cup" and decoded["vector"] == fields["vector"]
 
 
 def test_cli_rejects_garbage_on_stdin(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "device", "wire", "decode"],
-        input=b"hello\n",
-        capture_output=True,
-        text=False,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    result = wire_decode(b"hello\n")
     assert result.returncode == 66
     assert b"not an object message" in result.stderr and b"Traceback" not in result.stderr
     assert appliance("wire", "--help").returncode == 0
@@ -219,15 +210,7 @@ def test_cli_rejects_garbage_on_stdin(tmp_path: Path) -> None:
 
 def test_cli_refuses_a_message_with_an_infinite_scale_instead_of_printing_invalid_json() -> None:
     payload = golden("small")[0]
-    bad = _patched(payload, "<f", len(payload) + SCALE_AT, INF)
-    result = subprocess.run(
-        [sys.executable, "-m", "device", "wire", "decode"],
-        input=bad,
-        capture_output=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    result = wire_decode(_patched(payload, "<f", len(payload) + SCALE_AT, INF))
     assert result.returncode == 66, result.stdout
     assert b"scale = inf" in result.stderr and result.stdout == b""
 
