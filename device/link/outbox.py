@@ -126,50 +126,15 @@ class Outbox:
     # -- the per-frame path ------------------------------------------------------------------------
     def add(self, message: ObjectMessage) -> ObjectMessage | None:
         """Store `message` under the next seq and return it with that seq; None if it was not stored
-        (outbox full with reject_new, disk full, or storage error), which is counted in drops."""
-        started = time.perf_counter()
-        with self._lock:
-            stored = self._add_locked(message)
-        self.enqueue_ms.add((time.perf_counter() - started) * 1e3)
-        return stored
-
-    def _add_locked(self, message: ObjectMessage) -> ObjectMessage | None:
-        try:
-            seq = self._next
-            stored = message.with_seq(seq)
-            payload = encode(stored)
-        except WireError as exc:  # a value no receiver would take (docs/wire.md): never stored
-            self._drop("invalid", f"object message not stored: {exc}")
-            return None
-        try:
-            if not self._make_room(len(payload)):
-                self._drop("full", f"outbox full ({self._bytes} bytes); rejecting new messages")
-                return None
-            self.floor.allow(seq)
-            # One statement, so one implicit transaction: the row itself is the record of its seq.
-            self._db.execute(
-                "INSERT INTO outbox (seq, created, size, payload) VALUES (?, ?, ?, ?)",
-                (seq, self.clock.time(), len(payload), payload),
-            )
-        except sqlite3.DatabaseError as exc:
-            self._storage_failed(exc)
-            return None
-        except OSError as exc:  # the seq floor file: same disk, same causes
-            self._drop("disk_full", f"cannot reserve sequence numbers: {exc.strerror}")
-            return None
-        self._next = seq + 1
-        self._changed += 1
-        self._count += 1
-        self._bytes += len(payload)
-        return stored
+        (outbox full with reject_new, disk full, storage error, or a value the wire refuses), which is
+        counted in drops. A batch of one: the same path, statement and counting as add_many."""
+        return self.add_many([message])[0]
 
     def add_many(self, messages: list[ObjectMessage]) -> list[ObjectMessage | None]:
         """Store a frame's objects in one transaction: one commit (one fsync with FULL, one WAL frame
         write) and one lock hold instead of one per object. All or nothing: on a full disk or a storage
         error none is stored, and no seq is spent, so numbering stays gap-free. A message no receiver
         would take is dropped alone (as `add` does) and the rest are stored."""
-        if len(messages) == 1:
-            return [self.add(messages[0])]
         started = time.perf_counter()
         with self._lock:
             stored = self._add_many_locked(messages)
