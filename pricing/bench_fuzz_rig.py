@@ -97,9 +97,9 @@ class Honest:
         samples = []
         while time.perf_counter() < deadline:
             self.seq += 1
-            attack = Attack("honest", encode(self.message.with_seq(self.seq)), response_topic="x")
+            payload = encode(self.message.with_seq(self.seq))
             start = time.perf_counter()
-            self.client.send(replace(attack, response_topic="appliance/shop-1/quotes"))
+            self.client.send(Attack("honest", payload, response_topic="appliance/shop-1/quotes"))
             self.sent += 1
             while json.loads(self.client.received.get(timeout=30).payload)["seq"] != self.seq:
                 pass
