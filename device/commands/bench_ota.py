@@ -264,12 +264,14 @@ def swap_runs(runs: int) -> dict[bool, list[list[float]]]:
     return out
 
 
-def frame_gaps_ms(swap: bool, frames: int = 90) -> list[float]:
-    """The gaps (ms) between processed frames at 15 fps with the default models and threads; with
-    `swap`, both models are reloaded on another thread a second in and swapped in between frames."""
+def frame_gaps_ms(
+    swap: bool, frames: int = 90, names: ModelsConfig | None = None, threads: int = THREADS
+) -> list[float]:
+    """The gaps (ms) between processed frames at 15 fps (the default models and threads unless given);
+    with `swap`, both models are reloaded on another thread a second in and swapped in between frames."""
     manifest = Manifest.load(MODELS / "manifest.toml")
-    factory = InterpreterFactory(RuntimeConfig(device="cpu", num_threads=THREADS))
-    names = ModelsConfig()
+    factory = InterpreterFactory(RuntimeConfig(device="cpu", num_threads=threads))
+    names = names or ModelsConfig()
 
     def models() -> tuple[Detector, Embedder]:
         detector = make_detector(factory.load(manifest, names.detector), DetectorConfig())
