@@ -69,8 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate", type=float, default=1000.0, help="fuzz: the paced attack's messages per second"
     )
     bench.add_argument("--items", type=int, default=1_000_000)
-    bench.add_argument("--dims", default="256,1280")
-    bench.add_argument("--queries", type=int, default=200)
+    bench.add_argument(
+        "--dims", default=str(1280), help="vector sizes, comma-separated (default: what devices send)"
+    )
+    bench.add_argument("--queries", type=int, default=200, help="queries per kind for recall and latency")
+    bench.add_argument(
+        "--exact-queries", type=int, default=50, help="exact searches behind the speed-up (at least 50)"
+    )
+    bench.add_argument(
+        "--indexes", default="hnsw", help="index kinds to measure, comma-separated: hnsw, hnsw-int8"
+    )
     return parser
 
 
@@ -92,7 +100,16 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "bench":
         from pricing.bench import bench
 
-        return bench(args.items, [int(d) for d in args.dims.split(",")], args.queries, args.json)
+        dims = [int(d) for d in args.dims.split(",")]
+        kinds = args.indexes.split(",")
+        return bench(
+            args.items,
+            dims,
+            queries=args.queries,
+            exact_queries=args.exact_queries,
+            kinds=kinds,
+            as_json=args.json,
+        )
     return _run(args)
 
 

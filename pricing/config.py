@@ -27,7 +27,8 @@ class ServiceConfig(BaseModel):
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
-    index: Literal["exact", "hnsw"] = "hnsw"
+    # "hnsw": sign codes + exact re-rank (pricing/sign_index.py); "hnsw-int8": HNSW on the int8 vectors.
+    index: Literal["exact", "hnsw", "hnsw-int8"] = "hnsw"
     k: int = Field(default=20, ge=1, le=1000)
     # Items less similar than this are not "similar items" at all; 0.5 keeps a cup's neighbours cups.
     min_similarity: float = Field(default=0.5, ge=-1.0, le=1.0)

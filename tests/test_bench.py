@@ -20,6 +20,7 @@ from device.commands.bench_support import PRESSURE_CPU, LoadSpan, load_line, par
 from device.commands.bench_thermal import thermal_checks
 from device.vision.images import read_image
 from device.wire import ObjectMessage, encode
+from pricing.bench import pricing_checks
 from pricing.bench_fuzz import fuzz_checks
 
 from .cli_helpers import appliance
@@ -120,7 +121,19 @@ def test_bench_fuzz_reports_every_figure() -> None:
     [
         ["-m", "device", "bench", "thermal"],
         ["-m", "device", "bench", "outbox", "--messages", "200", "--backlog", "200"],
-        ["-m", "pricing", "bench", "--items", "500", "--dims", "256", "--queries", "5"],
+        [
+            "-m",
+            "pricing",
+            "bench",
+            "--items",
+            "500",
+            "--dims",
+            "256",
+            "--queries",
+            "5",
+            "--exact-queries",
+            "5",
+        ],
     ],
 )
 def test_every_bench_reports_the_machine_load_beside_its_figures(command: list[str]) -> None:
@@ -351,3 +364,61 @@ def test_each_outbox_check_fails_on_a_bad_measurement(bad: dict[str, object], fa
     assert all(c["ok"] for c in outbox_checks(GOOD_OUTBOX))
     checks = outbox_checks({**GOOD_OUTBOX, **bad})
     assert_only_failing(checks, failing)
+
+
+def good_size(**typical: float) -> dict[str, Any]:
+    figures = {"query_ms": {"p99": 1.5}, "recall_at_20": 0.98, "speedup_vs_exact": 400.0}
+    figures.update({k: v for k, v in typical.items() if k != "p99"})
+    if "p99" in typical:
+        figures["query_ms"] = {"p99": typical["p99"]}
+    return {
+        "items": 1_000_000,
+        "dim": 1280,
+        "exact_query_ms": {"queries": int(typical.get("exact_queries", 50))},
+        "indexes": {"hnsw": {"typical": figures}},
+    }
+
+
+SMALL_PRICING = ["--items", "3000", "--queries", "20", "--exact-queries", "5"]
+GOOD_TRIP = {"catalog_items": 1_000_000, "dim": 1280, "p50_ms": 3.5}
+
+
+@pytest.mark.parametrize(
+    ("size", "trip", "failing"),
+    [
+        (good_size(p99=2.5), GOOD_TRIP, "p99 query ms"),
+        (good_size(recall_at_20=0.9), GOOD_TRIP, "recall@20"),
+        (good_size(speedup_vs_exact=30.0), GOOD_TRIP, "speed-up"),
+        (good_size(exact_queries=5), GOOD_TRIP, "exact searches"),
+        (good_size(), {**GOOD_TRIP, "p50_ms": 9.0}, "store -> quote"),
+    ],
+)
+def test_each_pricing_check_fails_on_a_bad_measurement(
+    size: dict[str, Any], trip: dict[str, Any], failing: str
+) -> None:
+    assert all(c["ok"] for c in pricing_checks([good_size()], GOOD_TRIP))
+    assert_only_failing(pricing_checks([size], trip), failing)
+
+
+def test_pricing_bench_reports_recall_of_the_neighbours_that_count_and_the_trip_at_its_size() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pricing", "bench", *SMALL_PRICING, "--indexes", "hnsw,hnsw-int8", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode in (0, 1), result.stderr
+    report = json.loads(result.stdout)
+    size = report["sizes"][0]
+    assert (size["items"], size["dim"]) == (3000, 1280) and size["exact_query_ms"]["queries"] == 5
+    for kind in ("hnsw", "hnsw-int8"):
+        typical = size["indexes"][kind]["typical"]
+        assert 0 < typical["recall_of_counting_neighbours"] <= 1 and typical["counting_neighbours_p50"] >= 1
+        assert typical["query_ms"]["p50"] > 0 and size["indexes"][kind]["build_s"] >= 0
+    trip = report["quote_round_trip"]
+    assert (trip["catalog_items"], trip["dim"], trip["index"]) == (3000, 1280, "hnsw")
+    # every request answered with a quote; at 3,000 synthetic items most have too few similar items
+    assert sum(trip["statuses"].values()) == trip["samples"] == 200 and "refused" not in trip["statuses"]
+    assert trip["p50_ms"] > 0

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from device.wire import ObjectMessage, WireError, decode, encode
@@ -21,6 +22,7 @@ from pricing.errors import CatalogError, ServiceConfigError
 from pricing.index import ExactIndex, HnswIndex
 from pricing.pricer import Pricer
 from pricing.service import PricingService, Request
+from pricing.sign_index import SignHnswIndex
 
 from .conftest import DATA
 
@@ -113,6 +115,46 @@ def test_hnsw_agrees_with_exact_on_a_clustered_catalog() -> None:
     assert hits / 500 >= 0.95
     ids, sims = approx.search(vectors[0], 5)
     assert ids[0] == 0 and sims[0] == pytest.approx(1.0, abs=0.02)
+
+
+def relu_like_catalog(rng: np.random.Generator, items: int = 5000, dim: int = 256) -> npt.NDArray[np.int8]:
+    """Clustered vectors that are all positive, as the embedder's ReLU6 features are."""
+    centres = np.abs(rng.normal(size=(50, dim)))
+    data = np.abs(centres[rng.integers(0, 50, items)] + 0.3 * rng.normal(size=(items, dim)))
+    unit = data / np.linalg.norm(data, axis=1, keepdims=True)
+    vectors: npt.NDArray[np.int8] = np.clip(np.rint(unit * 127), -127, 127).astype(np.int8)
+    return vectors
+
+
+def test_sign_index_finds_the_exact_neighbours_of_all_positive_vectors() -> None:
+    """Every value is positive, so a code of plain signs would be all ones and find nothing: the
+    codes must be taken about the catalog's mean."""
+    rng = np.random.default_rng(4)
+    vectors = relu_like_catalog(rng)
+    exact, approx = ExactIndex(vectors), SignHnswIndex(vectors)
+    hits = 0
+    for q in vectors[rng.integers(0, len(vectors), 50)]:
+        hits += len(set(exact.search(q, 10)[0].tolist()) & set(approx.search(q, 10)[0].tolist()))
+    assert hits / 500 >= 0.95
+
+
+def test_sign_index_reports_the_exact_cosines_best_first() -> None:
+    rng = np.random.default_rng(5)
+    vectors = relu_like_catalog(rng, items=2000)
+    exact, approx = ExactIndex(vectors), SignHnswIndex(vectors)
+    query = vectors[7]
+    ids, sims = approx.search(query, 10)
+    truth = dict(zip(*(a.tolist() for a in exact.search(query, len(vectors))), strict=True))
+    assert ids[0] == 7 and list(sims) == sorted(sims, reverse=True)
+    assert [truth[i] for i in ids.tolist()] == pytest.approx(sims.tolist(), abs=1e-6)
+
+
+def test_sign_index_on_an_empty_and_a_tiny_catalog() -> None:
+    rng = np.random.default_rng(6)
+    vectors = relu_like_catalog(rng, items=3)
+    assert len(SignHnswIndex(vectors[:0]).search(vectors[0], 5)[0]) == 0
+    ids, sims = SignHnswIndex(vectors).search(vectors[1], 20)
+    assert sorted(ids.tolist()) == [0, 1, 2] and ids[0] == 1 and sims[0] == pytest.approx(1.0, abs=0.01)
 
 
 def service(pricer: Pricer) -> PricingService:
