@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The raw disk image from a finished root filesystem tree, without loop devices or mounts (they are not
+# available in every build container): the ext4 root made from the tree by mke2fs -d, the FAT partition
+# by mkfs.vfat and mtools, both written into one MBR-partitioned file.
+#
+#   assemble.sh ROOTFS IMAGE ARCH BOOT_MIB ROOT_FREE_MIB BOOT_LABEL ROOT_LABEL
+#
+# MBR, not GPT: the Raspberry Pi 4's boot ROM reads only an MBR's first FAT partition (type 0x0c) on an
+# SD card. On amd64 that partition is an EFI system partition (type 0xef) holding EFI/BOOT/BOOTX64.EFI,
+# which UEFI firmware boots from an MBR disk as well.
+set -euo pipefail
+rootfs=$1 image=$2 arch=$3 boot_mib=$4 root_free_mib=$5 boot_label=$6 root_label=$7
+export PATH=$PATH:/usr/sbin:/sbin
+tmp=$(mktemp -d "${TMPDIR:-/var/tmp}/appliance-assemble.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+# The first partition starts at 4 MiB: SD cards erase in blocks of up to 4 MiB, and the Pi's ROM and
+# every partitioning tool are happy with it.
+offset_mib=4
+
+echo "assemble: what takes the space (MiB)"
+du -xsm "$rootfs/usr/lib/modules" "$rootfs/usr/lib/firmware" "$rootfs/opt/appliance/.venv" \
+    "$rootfs/opt/appliance/src" "$rootfs/usr/lib/python3.11" "$rootfs/boot" "$rootfs/var" 2>/dev/null |
+    sed "s|$rootfs||; s/^/  /"
+du -xsm "$rootfs"/opt/appliance/.venv/lib/python3.11/site-packages/* | sort -rn | head -6 |
+    sed "s|$rootfs/opt/appliance/.venv/lib/python3.11/site-packages/|  venv: |"
+
+# The boot partition's files come out of the tree, which keeps /boot/firmware as the mount point.
+mkdir -p "$tmp/boot"
+cp -a "$rootfs/boot/firmware/." "$tmp/boot/"
+find "$rootfs/boot/firmware" -mindepth 1 -delete
+
+used_mib=$(du -sxm "$rootfs" | cut -f1)
+# ext4's own metadata (inode tables, journal) takes about 6% of a small filesystem on top of the files.
+root_mib=$((used_mib * 106 / 100 + root_free_mib))
+total_mib=$((offset_mib + boot_mib + root_mib))
+echo "assemble: FAT $boot_mib MiB, root $root_mib MiB ($used_mib MiB of files), image $total_mib MiB"
+
+mkfs.vfat -F 32 -n "$boot_label" -C "$tmp/boot.img" $((boot_mib * 1024)) >/dev/null
+MTOOLS_SKIP_CHECK=1 mcopy -s -p -m -i "$tmp/boot.img" "$tmp/boot/"* ::/
+
+# -d copies the tree with owners, modes, links, device nodes and extended attributes (file capabilities).
+# The boot loaders and fstab find both filesystems by label, never by UUID or device name.
+mke2fs -q -t ext4 -L "$root_label" -d "$rootfs" -E root_owner=0:0 -m 1 "$tmp/root.img" "${root_mib}M"
+
+rm -f "$image"
+truncate -s "${total_mib}M" "$image"
+boot_type=c
+[ "$arch" = amd64 ] && boot_type=ef
+sfdisk --quiet "$image" <<TABLE
+label: dos
+start=${offset_mib}MiB, size=${boot_mib}MiB, type=$boot_type, bootable
+start=$((offset_mib + boot_mib))MiB, size=${root_mib}MiB, type=83
+TABLE
+dd if="$tmp/boot.img" of="$image" bs=1M seek="$offset_mib" conv=notrunc,sparse status=none
+dd if="$tmp/root.img" of="$image" bs=1M seek=$((offset_mib + boot_mib)) conv=notrunc,sparse status=none
+echo "assemble: $image"
