@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps run release-demo test test-provision lint typecheck pytest models bench dist clean
+.PHONY: install system-deps run release-demo test test-provision lint typecheck pytest models bench dist clean \
+	image image-deps boot-test boot-test-deps
 
 # Debian packages the tests and `make run` need: gcc builds the stub Edge TPU delegate; mosquitto is
 # the real broker the tests and the demo talk to; mosquitto-clients for mosquitto_sub; openssl for the
@@ -74,6 +75,29 @@ models:
 # provision.sh for real in a throwaway debootstrap root (as root; several minutes, so not in `make test`).
 test-provision:
 	deploy/test-provision.sh
+
+# The flashable image: dist/appliance-<version>-<ARCH>.img (ARCH=arm64, a Raspberry Pi 4, or amd64, an
+# x86-64 box with UEFI), Debian 12 with the appliance from the commit at HEAD (docs/flash-and-boot.md).
+# As root; minutes, so not in `make test`. `make boot-test` boots it under QEMU and checks it.
+ARCH ?= arm64
+image-deps:
+	@PATH="$$PATH:/usr/sbin" deploy/apt-ensure.sh mmdebstrap:mmdebstrap mkfs.vfat:dosfstools mcopy:mtools \
+		sfdisk:fdisk mke2fs:e2fsprogs
+	@[ "$(ARCH)" = amd64 ] || PATH="$$PATH:/usr/sbin" deploy/apt-ensure.sh \
+		qemu-aarch64-static:qemu-user-static update-binfmts:binfmt-support
+
+image: install image-deps
+	deploy/image/build.sh --arch $(ARCH)
+
+# QEMU with TCG (software emulation: a KVM guest does not run on these machines), OVMF for the amd64
+# image's UEFI boot, mtools to write the boot partition's files into a copy of the image, ssh.
+boot-test-deps: system-deps
+	@PATH="$$PATH:/usr/sbin" deploy/apt-ensure.sh mcopy:mtools sfdisk:fdisk ssh:openssh-client \
+		$(if $(filter amd64,$(ARCH)),qemu-system-x86_64:qemu-system-x86,qemu-system-aarch64:qemu-system-arm)
+	@[ "$(ARCH)" != amd64 ] || [ -f /usr/share/ovmf/OVMF.fd ] || deploy/apt-ensure.sh __force_ovmf__:ovmf
+
+boot-test: install boot-test-deps
+	$(BIN)/python deploy/image/boot_test.py --arch $(ARCH)
 
 # The release tarball that goes onto a device's SD card (docs/flash-and-boot.md).
 dist:
