@@ -105,7 +105,8 @@ class Machine:
         common = [
             *("-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", str(self.memory_mib)),
             *("-drive", f"file={self.disk},format=raw,if=virtio,cache=unsafe"),
-            *("-netdev", net, "-device", "virtio-net-pci,netdev=net0"),
+            # romfile= : no PXE option ROM, so the firmware does not try a network boot first.
+            *("-netdev", net, "-device", "virtio-net-pci,netdev=net0,romfile="),
             *("-display", "none", "-monitor", "none", "-serial", f"file:{self.serial}"),
             *("-device", "virtio-rng-pci"),
         ]

@@ -55,7 +55,7 @@ ROOT_LABEL=APPLROOT
 # Python the venv is made from; growpart and resize2fs for the first boot; wpa_supplicant for Wi-Fi.
 packages=(systemd systemd-sysv systemd-resolved systemd-timesyncd udev dbus kmod iproute2 netbase
     openssh-server sudo python3 python3-venv libstdc++6 zlib1g ca-certificates mosquitto-clients
-    initramfs-tools zstd cloud-guest-utils fdisk e2fsprogs dosfstools wpasupplicant less procps)
+    initramfs-tools zstd cloud-guest-utils fdisk e2fsprogs dosfstools wpasupplicant less procps mawk)
 if [ "$arch" = arm64 ]; then
     # The Pi's boot firmware (non-free-firmware), Debian's kernel, and the Pi 4's Wi-Fi firmware.
     packages+=(linux-image-arm64 raspi-firmware firmware-brcm80211)

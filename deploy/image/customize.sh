@@ -55,6 +55,10 @@ in_root install -d -m 0755 /etc/appliance
 in_root install -d -m 0750 -g appliance /etc/appliance/certs
 in_root systemctl enable appliance-setup.service appliance.service systemd-networkd.service \
     systemd-resolved.service systemd-timesyncd.service ssh.service
+# systemd's own first-boot wizard would ask on the console for a locale, a time zone and a root password
+# (the machine id is empty, so every device's first boot is a "first boot" to systemd): nobody is there
+# to answer, and the image has its own first boot (appliance-setup).
+in_root systemctl mask systemd-firstboot.service
 # A journal that survives a reboot: the first-boot lines and a crash before the last reboot stay readable.
 mkdir -p "$root/var/log/journal"
 
