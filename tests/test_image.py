@@ -139,3 +139,14 @@ def test_ssh_takes_keys_only() -> None:
     assert settings["PasswordAuthentication"] == "no"
     assert settings["KbdInteractiveAuthentication"] == "no"
     assert settings["PermitRootLogin"] == "no"
+
+
+def test_the_example_appliance_toml_is_a_valid_config() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "device", "config", "check", str(IMAGE / "appliance.toml.example")],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
