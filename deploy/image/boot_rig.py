@@ -1,8 +1,9 @@
 """The boot test's site, on the host's loopback: the site PKI (deploy/pki.sh), mosquitto with the
-production config over TLS (deploy/mosquitto, as tests/tls_broker.py runs it), the pricing service, and
-two observers with the site's own identities: fleet-admin reads the device's status, pricing-2 its
-object messages (sequence numbers). The broker's debug log shows each quote sent to the device, which
-no other identity may read.
+production config over TLS (deploy/mosquitto, as tests/tls_broker.py runs it), the pricing service with
+catalogs for embedder 1.0.0 and 1.1.0, a signed model repository served over HTTP (as `make run` and
+`make release-demo` do), and two observers with the site's own identities: fleet-admin reads the
+device's status, pricing-2 its object messages (sequence numbers). The broker's debug log shows each
+quote sent to the device, which no other identity may read.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from boot_vm import HOST_FROM_GUEST, BootTestError, run, wait_for
 from paho.mqtt.enums import CallbackAPIVersion
 
 from device import wire
+from device.commands.bench_broker import free_port
 from tests.tls_broker import TlsBroker, build_share_guard
 
 ROOT = Path(__file__).resolve().parents[2]
 PKI = ROOT / "deploy" / "pki.sh"
+RELEASE = Path(sys.executable).parent / "appliance-release"
+NEXT_EMBEDDER = ROOT / "deploy" / "demo-release" / "manifest.toml"  # efficientnet-lite0-int8 1.1.0
 
 
 def site_pki(site: Path, device_id: str) -> None:
@@ -144,6 +148,9 @@ class Site:
             config.write("log_type all\n")
         self.log = BrokerLog(self.broker.log, device_id)
         self.pricing: subprocess.Popen[bytes] | None = None
+        self.http: subprocess.Popen[bytes] | None = None
+        self.ota_port = free_port()
+        self.repo, self.keys = work / "ota-repo", work / "ota-keys"
         self.status: Observer | None = None
         self.objects: Observer | None = None
 
@@ -154,13 +161,33 @@ class Site:
     def start(self) -> None:
         self.broker.start()
         self.log.start()
-        catalog = self.work / "catalog.sqlite"
-        if not catalog.exists():
-            run(sys.executable, "-m", "pricing", "catalog", "demo", "--out", str(catalog))
+        catalogs = [self.work / "catalog.sqlite", self.work / "catalog-1.1.0.sqlite"]
+        for catalog, manifest in zip(
+            catalogs, [ROOT / "models" / "manifest.toml", NEXT_EMBEDDER], strict=True
+        ):
+            if not catalog.exists():
+                run(
+                    sys.executable,
+                    "-m",
+                    "pricing",
+                    "catalog",
+                    "demo",
+                    "--manifest",
+                    str(manifest),
+                    "--out",
+                    str(catalog),
+                )
+        run(str(RELEASE), "--repo", str(self.repo), "--keys", str(self.keys), "init")
+        port = str(self.ota_port)
+        self.http = subprocess.Popen(
+            [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(self.repo), port],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         config = self.work / "pricing.toml"
         config.write_text(
             f'host = "localhost"\nport = {self.port}\ninstance = "pricing-1"\nindex = "exact"\n'
-            f'catalog = ["{catalog}"]\nca_file = "{self.site}/ca.crt"\n'
+            f'catalog = ["{catalogs[0]}", "{catalogs[1]}"]\nca_file = "{self.site}/ca.crt"\n'
             f'cert_file = "{self.site}/pricing-1.crt"\nkey_file = "{self.site}/pricing-1.key"\n'
         )
         with (self.work / "pricing.log").open("ab") as log:
@@ -175,6 +202,15 @@ class Site:
         self.status = Observer(self.site, "fleet-admin", self.port, [f"{topic}/status", f"{topic}/stats"])
         self.objects = Observer(self.site, "pricing-2", self.port, [f"{topic}/objects"])
 
+    def release_next_embedder(self) -> None:
+        """Publishes the demo's embedder 1.1.0, signed, to every device on the stable channel."""
+        photos = [
+            arg for photo in ("coffee.png", "chelsea.png") for arg in ("--photo", str(ROOT / "demo" / photo))
+        ]
+        where = ["--repo", str(self.repo), "--keys", str(self.keys)]
+        model = ["--manifest", str(NEXT_EMBEDDER), "--model", "efficientnet-lite0-int8"]
+        run(str(RELEASE), *where, "add", *model, "--channel", "stable", "--percent", "100", *photos)
+
     def stop_broker(self) -> None:
         self.broker.stop()
 
@@ -185,9 +221,10 @@ class Site:
         for observer in (self.status, self.objects):
             if observer is not None:
                 observer.close()
-        if self.pricing is not None and self.pricing.poll() is None:
-            self.pricing.terminate()
-            self.pricing.wait(10)
+        for process in (self.pricing, self.http):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(10)
         self.log.stop()
         self.broker.stop()
 

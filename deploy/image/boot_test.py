@@ -35,9 +35,9 @@ DEVICE_ID = "boot-test-1"
 SLOWNESS = {"amd64": 1.0, "arm64": 3.0}
 
 
-def appliance_toml(port: int, bad: bool = False) -> str:
-    """The boot partition's appliance.toml: the device's identity, the broker on the host, the demo
-    source in place of the camera. `bad` misspells one key."""
+def appliance_toml(site: Site, bad: bool = False) -> str:
+    """The boot partition's appliance.toml: the device's identity, the broker and the model repository
+    on the host, the demo source in place of the camera. `bad` misspells one key."""
     host_key = "hots" if bad else "host"
     return f"""device_id = "{DEVICE_ID}"
 
@@ -46,12 +46,18 @@ source = "images:/opt/appliance/demo?fps=5"
 
 [mqtt]
 {host_key} = "{HOST_FROM_GUEST}"
-port = {port}
+port = {site.port}
 tls = true
 ca_file = "/etc/appliance/certs/ca.crt"
 cert_file = "/etc/appliance/certs/device.crt"
 key_file = "/etc/appliance/certs/device.key"
 stats_interval_s = 5
+
+[ota]
+enabled = true
+repository_url = "http://{HOST_FROM_GUEST}:{site.ota_port}"
+trusted_root = "/etc/appliance/ota-root.json"
+interval_s = 30
 """
 
 
@@ -61,13 +67,14 @@ def boot_files(work: Path, site: Site, disk: Path) -> Path:
     if not key.exists():
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "boot-test", "-f", str(key))
     toml = work / "appliance.toml"
-    toml.write_text(appliance_toml(site.port))
+    toml.write_text(appliance_toml(site))
     boot = BootPartition(disk)
     boot.put(toml, "appliance.toml")
     boot.put(site.site / "ca.crt", "ca.crt")
     boot.put(site.site / f"{DEVICE_ID}.crt", "device.crt")
     boot.put(site.site / f"{DEVICE_ID}.key", "device.key")
     boot.put(key.with_suffix(".pub"), "authorized_keys")
+    boot.put(site.repo / "root.json", "ota-root.json")
     return key
 
 
@@ -129,6 +136,25 @@ def crash_and_watchdog(vm: Machine, site: Site, slow: float, results: dict[str, 
     checks.wait_running(vm, 300 * slow)
 
 
+def model_update(vm: Machine, site: Site, slow: float, results: dict[str, Any]) -> None:
+    """A signed release of embedder 1.1.0: the device takes it into a slot, and quotes keep coming."""
+    site.release_next_embedder()
+    released = time.monotonic()
+
+    def updated() -> bool:
+        status = site.latest_status() or {}
+        return bool(status.get("models", {}).get("embedder", {}).get("version") == "1.1.0")
+
+    wait_for("the device to run embedder 1.1.0 (status)", updated, 600 * slow, 2)
+    results["model_update_s"] = round(time.monotonic() - released, 1)
+    slots = json.loads(checks.model_slots(vm))["models"]["embedder"]
+    if slots["slot"] == "bundled" or slots["version"] != "1.1.0":
+        raise BootTestError(f"after the update the embedder's slot is {slots}")
+    quotes = len(site.log.quotes_out)
+    wait_for("quotes after the model update", lambda: len(site.log.quotes_out) > quotes, 300 * slow, 2)
+    results["embedder_slot"] = slots
+
+
 def reboot_keeps_state(vm: Machine, site: Site, slow: float, results: dict[str, Any]) -> None:
     """Broker down, so the device stores objects in its outbox; reboot; broker up: the stored objects
     arrive with the sequence numbers that follow the last one sent, and the model slots are the same."""
@@ -158,7 +184,7 @@ def reboot_keeps_state(vm: Machine, site: Site, slow: float, results: dict[str, 
 
 def bad_config(vm: Machine, site: Site, work: Path, slow: float, results: dict[str, Any]) -> None:
     bad = work / "appliance-bad.toml"
-    bad.write_text(appliance_toml(site.port, bad=True))
+    bad.write_text(appliance_toml(site, bad=True))
     run("scp", *vm.ssh_args()[1:-1], str(bad), "admin@127.0.0.1:/tmp/appliance.toml")
     vm.ssh("sudo cp /tmp/appliance.toml /boot/firmware/appliance.toml && sync")
     console_before = len(vm.console())
@@ -199,6 +225,7 @@ def main() -> int:
         print(f"boot-test: booting {image.name} ({args.arch}, TCG); console in {vm.serial}")
         first_boot(vm, site, root_size, slow, results)
         crash_and_watchdog(vm, site, slow, results)
+        model_update(vm, site, slow, results)
         reboot_keeps_state(vm, site, slow, results)
         bad_config(vm, site, work, slow, results)
     except BootTestError as exc:
