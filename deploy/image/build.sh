@@ -108,6 +108,10 @@ rm -rf "$WORK"
 mkdir -p "$WORK" "$out" "$CACHE/debs-$arch" "$CACHE/wheels/$pyarch"
 
 commit=$(git -C "$SRC" rev-parse HEAD)
+# File times clamped to the commit's, and mmdebstrap's own reproducibility clean-up (logs, caches): two
+# builds of one commit then differ only where Debian's archive moved on (compare their manifests).
+SOURCE_DATE_EPOCH=$(git -C "$SRC" log -1 --format=%ct)
+export SOURCE_DATE_EPOCH
 [ -z "$(git -C "$SRC" status --porcelain --untracked-files=no)" ] ||
     echo "image: WARNING: uncommitted changes are not in the image (it is built from $commit)"
 step "the appliance at $commit, version $version"
