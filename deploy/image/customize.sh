@@ -17,10 +17,13 @@ cp -a "$work/src" "$root/opt/appliance/src"
 cp "$work"/wheels/*.whl "$here/requirements.txt" "$root/tmp/wheels/"
 in_root python3 -m venv /opt/appliance/.venv
 # From the pinned wheels only, checked against their hashes: nothing comes from an index here, and
-# nothing is downloaded on the device.
-in_root /opt/appliance/.venv/bin/pip install --quiet --no-index --find-links /tmp/wheels --require-hashes \
+# nothing is downloaded on the device. Without SOURCE_DATE_EPOCH, which would make pip compile every
+# .pyc in checked-hash mode: each import would then hash its source file, on every start of the daemon.
+pip_install() { in_root env -u SOURCE_DATE_EPOCH /opt/appliance/.venv/bin/pip install "$@"; }
+pip_install --quiet --no-index --find-links /tmp/wheels --require-hashes \
     --only-binary=:all: -r /tmp/wheels/requirements.txt
-in_root sh -c '/opt/appliance/.venv/bin/pip install --quiet --no-index --no-deps /tmp/wheels/appliance-*.whl'
+appliance_wheel=$(basename "$work"/wheels/appliance-*.whl)
+pip_install --quiet --no-index --no-deps "/tmp/wheels/$appliance_wheel"
 in_root /opt/appliance/.venv/bin/pip check
 rm -rf "$root/tmp/wheels"
 for link in models demo docs; do ln -sfn "src/$link" "$root/opt/appliance/$link"; done
