@@ -93,6 +93,7 @@ class Machine:
     ssh_port: int
     key: Path
     memory_mib: int = 2048
+    accel: str = "tcg"
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
 
@@ -105,8 +106,10 @@ class Machine:
         # aarch64: max with QEMU's own pointer-authentication algorithm; the architected one (QARMA) is
         # by far the slowest thing TCG emulates, and the guest cannot tell the difference.
         cpu = "max" if self.arch == "amd64" else "max,pauth-impdef=on"
+        if self.accel == "kvm":
+            cpu = "host"
         common = [
-            *("-accel", "tcg", "-cpu", cpu, "-smp", "2", "-m", str(self.memory_mib)),
+            *("-accel", self.accel, "-cpu", cpu, "-smp", "2", "-m", str(self.memory_mib)),
             *("-drive", f"file={self.disk},format=raw,if=virtio,cache=unsafe"),
             # romfile= : no PXE option ROM, so the firmware does not try a network boot first.
             *("-netdev", net, "-device", "virtio-net-pci,netdev=net0,romfile="),
