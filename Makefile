@@ -97,7 +97,7 @@ boot-test-deps: system-deps
 	@[ "$(ARCH)" != amd64 ] || [ -f /usr/share/ovmf/OVMF.fd ] || deploy/apt-ensure.sh __force_ovmf__:ovmf
 
 boot-test: install boot-test-deps
-	$(BIN)/python deploy/image/boot_test.py --arch $(ARCH)
+	$(BIN)/python deploy/image/boot_test.py --arch $(ARCH) $(BOOT_TEST_ARGS)
 
 # The release tarball that goes onto a device's SD card (docs/flash-and-boot.md).
 dist:
