@@ -160,11 +160,18 @@ class Machine:
             "admin@127.0.0.1",
         ]
 
-    def ssh(self, command: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def ssh(
+        self, command: str, check: bool = True, timeout: float = 120, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         if not self.alive():
             raise BootTestError(f"QEMU exited; console ends with:\n{self.console()[-3000:]}")
         result = subprocess.run(
-            [*self.ssh_args(), command], capture_output=True, text=True, check=False, timeout=timeout
+            [*self.ssh_args(), command],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
         )
         if check and result.returncode != 0:
             raise BootTestError(
