@@ -191,6 +191,25 @@ class Machine:
 
         wait_for("SSH to answer as admin with the boot partition's key", answers, timeout, every=3)
 
+    def reboot(self, timeout: float, meanwhile: Callable[[], None] | None = None) -> float:
+        """`systemctl reboot` in the guest, then `meanwhile()`; returns once SSH answers from the new boot
+        (another boot id), with the host monotonic time the reboot was asked for."""
+        boot_id = self.ssh("cat /proc/sys/kernel/random/boot_id").stdout.strip()
+        asked = time.monotonic()
+        self.ssh("sudo systemctl --no-block reboot")
+        if meanwhile is not None:
+            meanwhile()
+
+        def new_boot() -> bool:
+            try:
+                answer = self.ssh("cat /proc/sys/kernel/random/boot_id", check=False, timeout=30)
+            except subprocess.TimeoutExpired:
+                return False
+            return answer.returncode == 0 and answer.stdout.strip() not in ("", boot_id)
+
+        wait_for("SSH to answer from the rebooted guest", new_boot, timeout, every=3)
+        return asked
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
