@@ -17,12 +17,17 @@ import numpy.typing as npt
 
 from device.commands.bench_support import LoadSpan, check, machine, report_out
 from pricing.index import ExactIndex, NeighbourIndex, make_index
+from pricing.sign_index import SignHnswIndex
 
 CLUSTERS = 10_000
 CHUNK = 100_000
 K = 20
 DEVICE_DIM = 1280  # efficientnet-lite0-int8's vector, what the fleet sends (models/manifest.toml)
 MIN_SIMILARITY = 0.5  # the service's default: neighbours below it do not count in a quote
+WARM_UP = 20
+# (candidates re-ranked, expansion_search) for `--scan`: around the default (128, 256).
+SCAN = ((64, 128), (128, 128), (128, 256), (256, 256), (512, 512))
+Truth = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]  # exact top-K ids and cosines
 QUERY_KINDS = (("typical", 0.6), ("hard", 1.2))
 
 
@@ -86,8 +91,22 @@ def _judge(
     }
 
 
+def _scan(index: SignHnswIndex, sets: dict[str, Any], truths: dict[str, Truth]) -> list[dict[str, Any]]:
+    """The sign index's recall and latency at other search widths, on the same graph and queries."""
+    rows, before = [], index.search_settings
+    for candidates, width in SCAN:
+        index.set_search(candidates, width)
+        row: dict[str, Any] = {"candidates": candidates, "expansion_search": width}
+        for name, qs in sets.items():
+            judged = _judge(index, qs, *truths[name], 1.0)
+            row[name] = {k: judged[k] for k in (f"recall_at_{K}", "query_ms")}
+        rows.append(row)
+    index.set_search(*before)
+    return rows
+
+
 def bench_size(
-    items: int, dim: int, queries: int, exact_queries: int, kinds: list[str]
+    items: int, dim: int, *, queries: int, exact_queries: int, kinds: list[str], scan: bool = False
 ) -> tuple[dict[str, Any], npt.NDArray[np.int8], NeighbourIndex]:
     """The figures for one catalog size, the catalog, and its first index (for the round trip)."""
     rng = np.random.default_rng(dim)
@@ -110,8 +129,12 @@ def bench_size(
         index = make_index(kind, vectors)
         figures: dict[str, Any] = {"build_s": round(time.perf_counter() - started, 1)}
         figures["index_mb"] = round(getattr(index, "memory_bytes", 0) / 2**20, 1)
+        # A service answers from a warm index: untimed queries of their own first fault its pages in.
+        _latencies(index, queries_near(vectors, WARM_UP, rng))
         for name, qs in sets.items():
             figures[name] = _judge(index, qs, *truths[name], statistics.median(exact_ms))
+        if scan and isinstance(index, SignHnswIndex):
+            figures["scan"] = _scan(index, sets, truths)
         result["indexes"][kind] = figures
         first = first or index
     assert first is not None
@@ -140,14 +163,23 @@ def pricing_checks(sizes: list[dict[str, Any]], trip: dict[str, Any]) -> list[di
 
 
 def bench(
-    items: int, dims: list[int], *, queries: int, exact_queries: int, kinds: list[str], as_json: bool
+    items: int,
+    dims: list[int],
+    *,
+    queries: int,
+    exact_queries: int,
+    kinds: list[str],
+    as_json: bool,
+    scan: bool = False,
 ) -> int:
     from pricing.bench_round_trip import quote_round_trip  # noqa: PLC0415 - needs the device's link
 
     load = LoadSpan()
     sizes, trip = [], None
     for dim in dims:
-        figures, vectors, index = bench_size(items, dim, queries, exact_queries, kinds)
+        figures, vectors, index = bench_size(
+            items, dim, queries=queries, exact_queries=exact_queries, kinds=kinds, scan=scan
+        )
         sizes.append(figures)
         if trip is None:  # over the first size's index: the devices' dimension by default
             trip = quote_round_trip(vectors, index, queries_near(vectors, 50, np.random.default_rng(7)))

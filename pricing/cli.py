@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--indexes", default="hnsw", help="index kinds to measure, comma-separated: hnsw, hnsw-int8"
     )
+    bench.add_argument(
+        "--scan", action="store_true", help="also measure the hnsw index at other search widths"
+    )
     return parser
 
 
@@ -109,6 +112,7 @@ def dispatch(args: argparse.Namespace) -> int:
             exact_queries=args.exact_queries,
             kinds=kinds,
             as_json=args.json,
+            scan=args.scan,
         )
     return _run(args)
 

@@ -67,6 +67,16 @@ class SignHnswIndex:
         """The graph and its codes; the int8 vectors it re-ranks on are the catalog's own."""
         return int(self._index.memory_usage)
 
+    @property
+    def search_settings(self) -> tuple[int, int]:
+        return self.candidates, int(self._index.expansion_search)
+
+    def set_search(self, candidates: int, expansion_search: int) -> None:
+        """Change the search's width without rebuilding the graph (the benchmark's settings scan)."""
+        self.candidates = candidates
+        # usearch defines a setter for it; mypy reads the property as read-only all the same.
+        self._index.expansion_search = expansion_search  # type: ignore[misc]
+
     def codes(self, vectors: Int8Matrix) -> npt.NDArray[np.uint8]:
         """One bit per dimension, packed: 1 where the value is above the catalog's mean."""
         return np.packbits(vectors > self.mean, axis=1)

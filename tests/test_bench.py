@@ -379,6 +379,7 @@ def good_size(**typical: float) -> dict[str, Any]:
     }
 
 
+SCAN = ["--scan", "--json"]
 SMALL_PRICING = ["--items", "3000", "--queries", "20", "--exact-queries", "5"]
 GOOD_TRIP = {"catalog_items": 1_000_000, "dim": 1280, "p50_ms": 3.5}
 
@@ -402,7 +403,7 @@ def test_each_pricing_check_fails_on_a_bad_measurement(
 
 def test_pricing_bench_reports_recall_of_the_neighbours_that_count_and_the_trip_at_its_size() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "pricing", "bench", *SMALL_PRICING, "--indexes", "hnsw,hnsw-int8", "--json"],
+        [sys.executable, "-m", "pricing", "bench", *SMALL_PRICING, "--indexes", "hnsw,hnsw-int8", *SCAN],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -417,6 +418,11 @@ def test_pricing_bench_reports_recall_of_the_neighbours_that_count_and_the_trip_
         typical = size["indexes"][kind]["typical"]
         assert 0 < typical["recall_of_counting_neighbours"] <= 1 and typical["counting_neighbours_p50"] >= 1
         assert typical["query_ms"]["p50"] > 0 and size["indexes"][kind]["build_s"] >= 0
+    scan = size["indexes"]["hnsw"]["scan"]
+    assert [(r["candidates"], r["expansion_search"]) for r in scan][2] == (128, 256)
+    assert (
+        all(0 < r["hard"]["recall_at_20"] <= 1 for r in scan) and "scan" not in size["indexes"]["hnsw-int8"]
+    )
     trip = report["quote_round_trip"]
     assert (trip["catalog_items"], trip["dim"], trip["index"]) == (3000, 1280, "hnsw")
     # every request answered with a quote; at 3,000 synthetic items most have too few similar items
