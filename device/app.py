@@ -1,7 +1,8 @@
 """The only wiring place: builds every part from the Config, owns the threads, starts and stops them.
 
 Threads: `camera` (FrameGrabber: reads the source, keeps the latest frame), `mqtt` (Link: network
-loop and reconnects), and the caller's thread, which runs the pipeline, the commands and the stats.
+loop and reconnects), `http` (the live view, device/live/, with its `live-encoder` while someone
+watches), and the caller's thread, which runs the pipeline, the commands and the stats.
 SIGTERM sets the stop event; everything is down within 2 s.
 """
 
@@ -24,9 +25,10 @@ from device.control import Control, OtaCommand
 from device.errors import ModelError
 from device.failover import TpuFailover
 from device.link.drain import Drainer
-from device.link.mqtt import Link
+from device.link.mqtt import Incoming, Link
 from device.link.outbox import Outbox
 from device.link.topics import Topics
+from device.live.server import Actions, LiveServer
 from device.notify import Notifier
 from device.ota.agent import Agent
 from device.ota.engine import Engine
@@ -112,6 +114,9 @@ class App:
         self.telemetry = Telemetry(
             config.device_id, self.clock, self.pipeline, self.grabber, self.link, self.governor, self._ota
         )
+        # The page's operator actions go through the same Control as cmd/<name> from the broker.
+        actions = Actions(self._status, self._operator_command, lambda: self.pace.current().to_dict())
+        self.live = LiveServer(config.http, actions) if config.http.enabled else None
 
     def _load_model(self, kind: str) -> LoadedModel:
         """An activated release that no longer loads is rolled back: the device never runs a broken
@@ -137,6 +142,9 @@ class App:
             log.warning("cmd/ota-%s ignored: [ota] is not enabled in the config", action)
         else:
             self.agent.command(action, command.kind, command.version)
+
+    def _operator_command(self, name: str, payload: bytes) -> None:
+        self.control.handle(Incoming(self.topics.command(name), payload))
 
     def _status(self) -> dict[str, Any]:
         return {
@@ -183,12 +191,16 @@ class App:
             quote = {**quote, "round_trip_ms": round((self.clock.monotonic() - stored) * 1e3, 2)}
         if self.observers.on_quote is not None:
             self.observers.on_quote(quote)
+        if self.live is not None:
+            self.live.quote(quote)
 
     def run(self, stop: threading.Event, duration: float | None = None) -> None:
         """Run until `stop` is set, the duration passes, or a finite source ends."""
         started = self.clock.monotonic()
         self.telemetry.started = started
         self.link.start()
+        if self.live is not None:
+            self.live.start()
         self.grabber.start()
         self._control_thread.start()
         if self.agent is not None:
@@ -209,6 +221,9 @@ class App:
                 if now >= next_stats:
                     self.outbox.expire()
                     snapshot = self.telemetry.snapshot()
+                    if self.live is not None:
+                        snapshot["live"] = self.live.figures()
+                        self.live.stats(snapshot)
                     self.link.publish_stats(snapshot)
                     if self.observers.on_stats is not None:
                         self.observers.on_stats(snapshot)
@@ -272,7 +287,9 @@ class App:
             return False
         began = self.clock.monotonic()
         try:
-            self.pipeline.process(frame, pace)
+            tracks = self.pipeline.process(frame, pace)
+            if self.live is not None:
+                self.live.slot.offer(frame, tracks)  # a reference only: the encoder runs elsewhere
             self._failing = 0
         except (ModelError, RuntimeError, ValueError) as exc:
             # Counted (the OTA health window rolls a new model back on these); only a run of them ends
@@ -293,6 +310,8 @@ class App:
         if self.agent is not None:
             self.agent.stop()
         self.grabber.stop(timeout=0.5)
+        if self.live is not None:
+            self.live.stop(timeout=0.5)
         self.link.stop(timeout=1.2)
         self.outbox.close()
         log.info(

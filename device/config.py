@@ -13,6 +13,7 @@ value came from (which file, or which environment variable), which is what an op
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -45,6 +46,8 @@ DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 RESERVED_DEVICE_IDS = frozenset({"fleet", "fleet-admin", "broker", "ca", "crl"})
 RESERVED_DEVICE_ID_PREFIX = "pricing"
 HOUR = 3600.0
+# scrypt$N$r$p$salt$key (base64), as device/live/auth.py writes it.
+TOKEN_HASH_PATTERN = r"^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$"
 # A file path is written as a TOML string; strict mode alone would only take a Path object.
 PathValue = Annotated[Path, Strict(False)]
 
@@ -227,6 +230,54 @@ class OtaConfig(_Section):
         return self
 
 
+class HttpConfig(_Section):
+    """The live view and its API (docs/live-view.md). On by default, on loopback only: nothing is exposed
+    to the network until an operator binds it elsewhere, and then only behind a token."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    # The token's hash, never the token: `appliance http hash-token` prints it (scrypt, device/live/auth.py).
+    # Required to listen on anything but loopback; when set, every API call, the frames and the operator
+    # actions need the token, on loopback too. Without it (loopback only) viewing is open to the device's
+    # own users and operator actions are refused.
+    token_hash: str | None = Field(default=None, pattern=TOKEN_HASH_PATTERN)
+    # HTTPS when both are set (the device's certificate and key, e.g. the ones deploy/pki.sh issued).
+    cert_file: PathValue | None = None
+    key_file: PathValue | None = None
+    # Frames encoded per second for the viewers, at most: the encoder's whole cost on the device.
+    frame_fps: float = Field(default=5.0, gt=0.0, le=30.0)
+    # JPEG quality of the live frames: 70 keeps a 640x480 frame near 40 KB, plenty for aiming a camera.
+    jpeg_quality: int = Field(default=70, ge=10, le=95)
+    # Viewers at once; more are refused (503): each costs a socket and its share of the sending.
+    max_viewers: int = Field(default=10, ge=1, le=100)
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> HttpConfig:
+        if self.enabled and not self.loopback and self.token_hash is None:
+            raise ValueError(
+                f"http.host {self.host!r} is not loopback, and images must not leave the device without "
+                "a token: set http.token_hash (`appliance http hash-token` prints one), or bind 127.0.0.1"
+            )
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("http.cert_file and http.key_file go together: set both for HTTPS, or neither")
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or `localhost`; any other name may resolve to a public address."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class Config(_Section):
     # One MQTT topic level (no /, +, # or $), and not one of RESERVED_DEVICE_IDS.
     device_id: str = Field(default="demo-001", pattern=r"^[A-Za-z0-9_-]{1,64}$")
@@ -244,6 +295,7 @@ class Config(_Section):
     outbox: OutboxConfig = OutboxConfig()
     governor: GovernorConfig = GovernorConfig()
     ota: OtaConfig = OtaConfig()
+    http: HttpConfig = HttpConfig()
 
     @field_validator("device_id")
     @classmethod
@@ -362,4 +414,11 @@ def _resolve_paths(config: Config, path: Path | None) -> Config:
     ota = config.ota
     if ota.trusted_root is not None and not ota.trusted_root.is_absolute():
         ota = ota.model_copy(update={"trusted_root": base / ota.trusted_root})
-    return config.model_copy(update={"models": models, "state_dir": state_dir, "ota": ota})
+    http = config.http.model_copy(
+        update={
+            k: base / v
+            for k, v in (("cert_file", config.http.cert_file), ("key_file", config.http.key_file))
+            if v is not None and not v.is_absolute()
+        }
+    )
+    return config.model_copy(update={"models": models, "state_dir": state_dir, "ota": ota, "http": http})
