@@ -35,6 +35,7 @@ from device.link.guarded import GuardedClient
 from device.link.properties import EPOCH_PROPERTY
 from device.link.tcp import disable_nagle
 from device.metrics import Percentiles
+from device.ratelog import log_rarely
 from device.wire import CONTENT_TYPE, HEADER_SIZE, MAX_TEXT, VECTOR_HEADER_SIZE, WireError, decode
 from pricing.catalogs import Catalogs
 from pricing.config import ServiceConfig
@@ -302,9 +303,7 @@ class PricingService:
 
 
 def _log_rarely(count: int, text: str) -> None:
-    """The 1st, 2nd, 4th, 8th ... of a kind: a flood of one kind costs a few lines, not one per message."""
-    if count & (count - 1) == 0:
-        log.warning("%s (%d so far)", text, count)
+    log_rarely(log, logging.WARNING, count, text)
 
 
 def _epoch(user_properties: object) -> str:

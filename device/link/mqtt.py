@@ -35,6 +35,7 @@ from device.link.outbox import Pending
 from device.link.properties import ObjectProperties
 from device.link.tcp import disable_nagle
 from device.link.topics import Topics
+from device.ratelog import log_rarely
 from device.wire import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ class LinkStats:
     published: int = 0
     publish_failed: int = 0
     received: int = 0
+    # Commands and quotes that arrived while the app's queue was full (a stuck consumer).
+    incoming_dropped: int = 0
 
 
 class Link:
@@ -135,8 +138,13 @@ class Link:
         self.stats.received += 1
         correlation = getattr(message.properties, "CorrelationData", None)
         # If the consumer is stuck, dropping commands/quotes beats blocking the network thread.
-        with contextlib.suppress(queue.Full):
+        try:
             self.incoming.put_nowait(Incoming(message.topic, bytes(message.payload), correlation))
+        except queue.Full:
+            self.stats.incoming_dropped += 1
+            log_rarely(
+                log, logging.WARNING, self.stats.incoming_dropped, f"{message.topic}: queue full, dropped"
+            )
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:

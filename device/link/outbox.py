@@ -26,6 +26,7 @@ from device.config import OutboxConfig
 from device.link.outbox_store import open_reader, open_store, quarantine
 from device.link.sequence import SeqFloor
 from device.metrics import Percentiles
+from device.ratelog import log_rarely
 from device.wire import ObjectMessage, WireError, encode
 
 log = logging.getLogger(__name__)
@@ -227,9 +228,7 @@ class Outbox:
     def _drop(self, reason: str, message: str) -> None:
         self.drops[reason] += 1
         self.last_error = message
-        # Once per power of two, so a full disk at 15 messages/s does not flood the journal.
-        if (self.drops[reason] & (self.drops[reason] - 1)) == 0:
-            log.error("%s (dropped so far: %d)", message, self.drops[reason])
+        log_rarely(log, logging.ERROR, self.drops[reason], f"{message}; dropped")
 
     # -- the link's side ---------------------------------------------------------------------------
     def pending(self, after: int, limit: int) -> list[Pending]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING
 from tuf.ngclient import Updater
 
 from device import __version__
+from device.clock import Clock, SystemClock
 from device.config import Config
 from device.errors import (
     ModelError,
@@ -67,13 +67,18 @@ class Activation:
 
 class Engine:
     def __init__(
-        self, config: Config, factory: InterpreterFactory | None = None, progress: Progress | None = None
+        self,
+        config: Config,
+        factory: InterpreterFactory | None = None,
+        progress: Progress | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
         self.ota = config.ota
+        self.clock = clock or SystemClock()
         self.root = config.state_dir / "ota"
         self.slots = Slots(self.root / "slots")
-        self.journal = Journal(self.root / "journal.json")
+        self.journal = Journal(self.root / "journal.json", self.clock)
         self.staging = self.root / "staging"
         self._factory = factory
         self.progress = progress
@@ -243,7 +248,7 @@ class Engine:
             except (UpdateError, RegistryUnavailableError) as exc:
                 # Recorded here, so `appliance ota status` shows it as the daemon's status does.
                 failed = "unavailable" if isinstance(exc, RegistryUnavailableError) else "rejected"
-                self.journal.record(Outcome(outcome=failed, reason=str(exc), at=time.time()))
+                self.journal.record(Outcome(outcome=failed, reason=str(exc), at=self.clock.time()))
                 raise
             outcomes.extend(self._bad_entries(listing))
             for kind in self.ota.kinds:
@@ -270,7 +275,7 @@ class Engine:
                         kind=problem.kind,
                         version=problem.version,
                         reason=problem.reason,
-                        at=time.time(),
+                        at=self.clock.time(),
                     )
                 )
                 self.journal.record(new[-1])
@@ -297,7 +302,7 @@ class Engine:
             log.error("OTA: %s", wanted.reason)
             version = device.pinned or ""
             blocked = Outcome(
-                outcome="rejected", kind=kind, version=version, reason=wanted.reason, at=time.time()
+                outcome="rejected", kind=kind, version=version, reason=wanted.reason, at=self.clock.time()
             )
             self.journal.record(blocked)
             return blocked, None
@@ -311,7 +316,7 @@ class Engine:
         self, listing: Listing, kind: str, device: Device, wanted: Wanted | None, active: str
     ) -> Outcome | None:
         """Why `wanted` is not taken now (not journaled: `last_check` says the check happened), or None."""
-        now = time.time()
+        now = self.clock.time()
         if wanted is None or wanted.release.version == active:
             skipped = self._skipped(listing, kind, device)
             return Outcome(outcome="up_to_date", kind=kind, version=active, reason=skipped, at=now)
@@ -335,13 +340,17 @@ class Engine:
         except (UpdateError, RegistryUnavailableError) as exc:
             if isinstance(exc, ReleaseInvalidError):  # it would fail the same way next time
                 digest = listing.fingerprints[wanted.target_path]
-                invalid = Invalid(release=wanted.release.key, reason=str(exc), at=time.time())
+                invalid = Invalid(release=wanted.release.key, reason=str(exc), at=self.clock.time())
                 self.journal.state.invalid[digest] = invalid
             return self._not_taken(wanted, exc), None
         kind = wanted.release.kind
         self._activate(kind, validated, running)
         outcome = Outcome(
-            outcome="activated", kind=kind, version=wanted.release.version, reason=wanted.why, at=time.time()
+            outcome="activated",
+            kind=kind,
+            version=wanted.release.version,
+            reason=wanted.why,
+            at=self.clock.time(),
         )
         self.journal.record(outcome)
         return outcome, Activation(kind, validated)
@@ -353,7 +362,7 @@ class Engine:
         failed = "unavailable" if isinstance(exc, RegistryUnavailableError) else "rejected"
         release = wanted.release
         outcome = Outcome(
-            outcome=failed, kind=release.kind, version=release.version, reason=str(exc), at=time.time()
+            outcome=failed, kind=release.kind, version=release.version, reason=str(exc), at=self.clock.time()
         )
         self.journal.record(outcome)
         return outcome
@@ -365,7 +374,7 @@ class Engine:
         _, _, active = self.active(wanted.release.kind)
         self.journal.save()  # "waiting" is not journaled (journal.OUTCOMES); the step is over
         return Outcome(
-            outcome="waiting", kind=wanted.release.kind, version=active, reason=why, at=time.time()
+            outcome="waiting", kind=wanted.release.kind, version=active, reason=why, at=self.clock.time()
         )
 
     def _skipped(self, listing: Listing, kind: str, device: Device) -> str:
@@ -431,7 +440,7 @@ class Engine:
         self.journal.begin("activate", kind, version)
         faults.checkpoint("activate")
         previous = self.slots.current(kind)
-        self.journal.state.health[kind] = Health(version=version, started=time.time(), running=running)
+        self.journal.state.health[kind] = Health(version=version, started=self.clock.time(), running=running)
         self.journal.save()
         self.slots.activate(kind, version)
         self.journal.end_step()
@@ -450,7 +459,9 @@ class Engine:
         self.journal.state.health.pop(kind, None)
         _, back = self.slots.rollback(kind)
         log.warning("OTA: %s %s rolled back to %s: %s", kind, version, back or "the bundled model", reason)
-        outcome = Outcome(outcome="rolled_back", kind=kind, version=version, reason=reason, at=time.time())
+        outcome = Outcome(
+            outcome="rolled_back", kind=kind, version=version, reason=reason, at=self.clock.time()
+        )
         self.journal.record(outcome)
         return outcome
 
@@ -466,7 +477,7 @@ class Engine:
     def confirm(self, kind: str, reason: str) -> Outcome:
         health = self.journal.state.health.pop(kind)
         outcome = Outcome(
-            outcome="confirmed", kind=kind, version=health.version, reason=reason, at=time.time()
+            outcome="confirmed", kind=kind, version=health.version, reason=reason, at=self.clock.time()
         )
         self.journal.record(outcome)
         self.slots.prune(kind)

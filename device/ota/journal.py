@@ -19,9 +19,9 @@ it is written to the journal, and what it means (docs/ota.md shows the same tabl
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from device.clock import Clock, SystemClock
 from device.errors import RegistryUnavailableError, UpdateError
 
 log = logging.getLogger(__name__)
@@ -134,10 +135,16 @@ class State(BaseModel):
 
 
 class Journal:
-    def __init__(self, path: Path) -> None:
+    """Changed by one thread at a time (the update lock); read by any. Readers get `summary()`, a
+    snapshot taken when the state was last loaded or saved, so they never iterate a dict that the
+    OTA thread is changing, and they see what the file on disk says."""
+
+    def __init__(self, path: Path, clock: Clock | None = None) -> None:
         self.path = path
+        self.clock = clock or SystemClock()
         self.state = self._load()
         self._this_check: list[Outcome] = []
+        self._snapshot = self._summarise()
 
     def _load(self) -> State:
         try:
@@ -152,6 +159,7 @@ class Journal:
 
     def reload(self) -> State:
         self.state = self._load()
+        self._snapshot = self._summarise()
         return self.state
 
     def save(self) -> None:
@@ -167,6 +175,7 @@ class Journal:
             os.fsync(fd)
         finally:
             os.close(fd)
+        self._snapshot = self._summarise()  # one reference, replaced whole: readers need no lock
 
     def begin(self, name: str, kind: str, version: str) -> None:
         self.state.step = Step(name=name, kind=kind, version=version)
@@ -177,7 +186,7 @@ class Journal:
         self.save()
 
     def begin_check(self) -> None:
-        self.state.last_check = time.time()
+        self.state.last_check = self.clock.time()
         self._this_check = []
         self.save()
 
@@ -200,6 +209,11 @@ class Journal:
         return self.state.history[-1] if self.state.history else None
 
     def summary(self) -> dict[str, Any]:
+        """The journal as last saved, for the status topic and `appliance ota status`; any thread."""
+        return copy.deepcopy(self._snapshot)
+
+    def _summarise(self) -> dict[str, Any]:
+        """Called by the thread that changes the state, after each change is saved."""
         last = self.last()
         return {
             "step": None if self.state.step is None else self.state.step.model_dump(),
