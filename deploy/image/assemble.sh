@@ -17,12 +17,15 @@ trap 'rm -rf "$tmp"' EXIT
 # every partitioning tool are happy with it.
 offset_mib=4
 
-echo "assemble: what takes the space (MiB)"
-du -xsm "$rootfs/usr/lib/modules" "$rootfs/usr/lib/firmware" "$rootfs/opt/appliance/.venv" \
-    "$rootfs/opt/appliance/src" "$rootfs/usr/lib/python3.11" "$rootfs/boot" "$rootfs/var" 2>/dev/null |
-    sed "s|$rootfs||; s/^/  /"
-du -xsm "$rootfs"/opt/appliance/.venv/lib/python3.11/site-packages/* | sort -rn | head -6 |
-    sed "s|$rootfs/opt/appliance/.venv/lib/python3.11/site-packages/|  venv: |"
+space() { # what takes the space, for the build log and docs/benchmarks.md
+    local site=$rootfs/opt/appliance/.venv/lib/python3.11/site-packages
+    echo "assemble: what takes the space (MiB; the whole tree $(du -sxm "$rootfs" | cut -f1))"
+    du -xsm "$rootfs"/usr/lib/modules "$rootfs"/usr/lib/firmware "$rootfs"/opt/appliance/.venv \
+        "$rootfs"/opt/appliance/src "$rootfs"/usr/lib/python3.11 \
+        "$rootfs"/usr/lib/*-linux-gnu "$rootfs"/boot "$rootfs"/var "$rootfs"/usr/share 2>/dev/null
+    du -xsm "$site"/* 2>/dev/null | sort -rn | sed 6q
+}
+space | sed "s|$rootfs||; s|/opt/appliance/.venv/lib/python3.11/site-packages/|venv: |; s/^/  /" || true
 
 # The boot partition's files come out of the tree, which keeps /boot/firmware as the mount point.
 mkdir -p "$tmp/boot"
