@@ -15,10 +15,12 @@ STAMP := $(VENV)/.installed
 # on a free loopback port; on a machine with systemd, Debian's package also starts a site on port 80:
 # `systemctl disable --now nginx` if it is not wanted). mosquitto-dev has
 # the headers the broker tests build the share_guard plugin against (deploy/mosquitto); it provides no
-# command, so the header is checked and a name no command has makes apt-ensure install it.
+# command, so the header is checked and a name no command has makes apt-ensure install it. chromium is
+# the headless browser the live-view tests and `appliance bench pipeline` open the page in (over the
+# DevTools protocol: no driver, and never a browser download at run time).
 system-deps:
 	@PATH="$$PATH:/usr/sbin" deploy/apt-ensure.sh gcc:gcc mosquitto:mosquitto mosquitto_sub:mosquitto-clients \
-		openssl:openssl shellcheck:shellcheck systemd-analyze:systemd nginx:nginx
+		openssl:openssl shellcheck:shellcheck systemd-analyze:systemd nginx:nginx chromium:chromium
 	@[ -f /usr/include/mosquitto_plugin.h ] || deploy/apt-ensure.sh __force_mosquitto_dev__:mosquitto-dev
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || deploy/apt-ensure.sh __force_venv__:python3-venv
 

@@ -4,11 +4,12 @@ Every figure is a ratio or a difference between runs made here, on the same fram
 count, so the result says something on any machine: how much the pipeline costs on top of inference,
 and what tracking with the detector every 3rd frame buys.
 
-The three sides (the pipeline with the detector on every frame, the bare interpreters, the pipeline with
-the detector on every 3rd frame) take turns in blocks of BLOCK frames, in a rotating order, so that a
-machine that slows down or speeds up (another process taking a core, the CPU's clock) hits all three
-alike. Timing whole runs one after another let that drift decide the ratio: on a shared machine the
-pipeline came out up to 22% faster than the bare invokes it contains.
+The sides (the pipeline with the detector on every frame, the bare interpreters, the pipeline with
+the detector on every 3rd frame, and the first again with one and with ten live-view viewers watching)
+take turns in blocks of BLOCK frames, in a rotating order, so that a machine that slows down or speeds
+up (another process taking a core, the CPU's clock) hits all of them alike. Timing whole runs one after
+another let that drift decide the ratio: on a shared machine the pipeline came out up to 22% faster
+than the bare invokes it contains.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 
 from device.camera.source import Frame
 from device.clock import SystemClock
+from device.commands.bench_live import LiveRig, live_checks, quote_to_tag_ms
 from device.commands.bench_soak import soak, soak_checks
 from device.commands.bench_support import (
     LoadSpan,
@@ -45,7 +47,7 @@ from device.vision.embedder import Embedder, context_crop
 from device.vision.geometry import Box
 from device.vision.models import make_detector
 from device.vision.preprocess import Image, resize_into, to_tensor
-from device.vision.tracker import Tracker
+from device.vision.tracker import Track, Tracker
 from device.wire import ObjectMessage, encode
 
 ROUNDS = 5  # passes over the frames; the ratios are reported as median, min and max over them
@@ -56,7 +58,8 @@ RATIO_CEILING = 1.02
 RATIO_GOAL = 0.95
 JPEG_QUALITY = 90
 JPEG_GOAL = 20.0
-SIDES = ("every", "raw", "third")
+SIDES = ("every", "raw", "third", "one", "ten")
+VIEWERS = {"every": 0, "one": 1, "ten": 10}  # live-view viewers watching while a side runs
 
 
 @dataclass
@@ -66,6 +69,8 @@ class Times:
     every: list[float] = field(default_factory=list)
     raw: list[float] = field(default_factory=list)
     third: list[float] = field(default_factory=list)
+    one: list[float] = field(default_factory=list)
+    ten: list[float] = field(default_factory=list)
     host_ms: list[float] = field(default_factory=list)  # per frame, outside interpreter invokes
     latency_ms: list[float] = field(default_factory=list)
 
@@ -77,9 +82,15 @@ def bench_pipeline(ctx: Context, frame_count: int, soak_s: float, as_json: bool)
     embedder = Embedder(ctx.factory.load(ctx.manifest, ctx.config.models.embedder), ctx.config.embedder)
     # An untimed pass first: it warms the interpreters and caches, and records what the pipeline does
     # on these frames (which frames it embeds on, the messages it publishes).
-    embeds, published = _reference_pass(ctx, detector, embedder, frames)
-    times = _timed_rounds(ctx, detector, embedder, frames, embeds)
-    results = _results(ctx, times, len(frames), published)
+    embeds, published, pairs = _reference_pass(ctx, detector, embedder, frames)
+    rig = LiveRig()
+    rig.server.slot.offer(*pairs[0])  # a viewer's first frame, before any side has run
+    try:
+        times = _timed_rounds(ctx, detector, embedder, frames, embeds, rig=rig)
+        results = _results(ctx, times, len(frames), published)
+        results["live"] = _live_results(times, rig, pairs)
+    finally:
+        rig.close()
     report: dict[str, Any] = {"machine": machine(), **results, "checks": pipeline_checks(results)}
     if soak_s > 0:
         report["soak"] = soak(soak_s)
@@ -109,6 +120,7 @@ def pipeline_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
             2.5,
         ),
         check("non-inference ms per frame, median", results["non_inference_ms"]["median"], "<=", 1.0),
+        *live_checks(results["live"]),
         check("object message bytes", results["message"]["bytes"], "<=", 1400),
         check(
             "q90 JPEG of each published box / its object message, median",
@@ -144,8 +156,9 @@ def _pipeline(
 
 def _reference_pass(
     ctx: Context, detector: Detector, embedder: Embedder, frames: list[Frame]
-) -> tuple[list[int], list[tuple[Image, ObjectMessage]]]:
-    """Embeddings per frame, and each published message with the frame it came from."""
+) -> tuple[list[int], list[tuple[Image, ObjectMessage]], list[tuple[Frame, list[Track]]]]:
+    """Embeddings per frame, each published message with the frame it came from, and each frame with
+    its tracks (what the live page shows)."""
     outbox = scratch_outbox(ctx.config.outbox)
     sent: list[ObjectMessage] = []
 
@@ -154,30 +167,42 @@ def _reference_pass(
         return outbox.add(message)
 
     pipeline = _pipeline(ctx, detector, embedder, 1, outbox, sink=sink)
-    embeds, published = [], []
+    embeds, published, pairs = [], [], []
     for frame in frames:
         before = len(sent)
-        pipeline.process(Frame(frame.image, time.time(), frame.index))
+        pairs.append((frame, pipeline.process(Frame(frame.image, time.time(), frame.index))))
         embeds.append(len(sent) - before)
         published += [(frame.image, message) for message in sent[before:]]
     outbox.close()
-    return embeds, published
+    return embeds, published, pairs
 
 
 class _Side:
     """One pipeline kept across the blocks of a round, so its tracker sees the whole sequence."""
 
-    def __init__(self, ctx: Context, detector: Detector, embedder: Embedder, detect_every: int) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        detector: Detector,
+        embedder: Embedder,
+        detect_every: int,
+        rig: LiveRig | None = None,
+    ) -> None:
         self.outbox = scratch_outbox(ctx.config.outbox)
         self.pipeline = _pipeline(ctx, detector, embedder, detect_every, self.outbox)
         self.host_ms: list[float] = []
+        self.rig = rig  # the frame path hands the live view each frame, as the daemon's does
 
     def run(self, block: list[Frame]) -> float:
         pipeline, host_ms = self.pipeline, self.host_ms
+        slot = self.rig.server.slot if self.rig is not None else None
         start = time.perf_counter()
         for frame in block:
             began = time.perf_counter()
-            pipeline.process(Frame(frame.image, time.time(), frame.index))
+            fresh = Frame(frame.image, time.time(), frame.index)
+            tracks = pipeline.process(fresh)
+            if slot is not None:
+                slot.offer(fresh, tracks)
             host_ms.append((time.perf_counter() - began) * 1e3 - pipeline.last_invoke_ms)
         return time.perf_counter() - start
 
@@ -187,30 +212,53 @@ class _Side:
 
 
 def _timed_rounds(
-    ctx: Context, detector: Detector, embedder: Embedder, frames: list[Frame], embeds: list[int]
+    ctx: Context,
+    detector: Detector,
+    embedder: Embedder,
+    frames: list[Frame],
+    embeds: list[int],
+    *,
+    rig: LiveRig,
 ) -> Times:
     times = Times()
     blocks = [range(i, min(i + BLOCK, len(frames))) for i in range(0, len(frames), BLOCK)]
     turn = 0
     for _ in range(ROUNDS):
-        every = _Side(ctx, detector, embedder, 1)
-        third = _Side(ctx, detector, embedder, 3)
-        spent = {"every": 0.0, "raw": 0.0, "third": 0.0}
+        sides = {name: _Side(ctx, detector, embedder, 1, rig) for name in VIEWERS}
+        sides["third"] = _Side(ctx, detector, embedder, 3)
+        spent = dict.fromkeys(SIDES, 0.0)
         for block in blocks:
             chunk, counts = frames[block.start : block.stop], embeds[block.start : block.stop]
             turn += 1
-            for name in SIDES[turn % 3 :] + SIDES[: turn % 3]:  # each side goes first in turn
+            for name in SIDES[turn % len(SIDES) :] + SIDES[: turn % len(SIDES)]:  # each goes first in turn
                 if name == "raw":
                     spent[name] += _raw_block(detector, embedder, chunk, counts)
-                else:
-                    spent[name] += (every if name == "every" else third).run(chunk)
-        times.every.append(spent["every"])
-        times.raw.append(spent["raw"])
-        times.third.append(spent["third"])
-        times.host_ms += every.host_ms
-        times.latency_ms += every.close()
-        third.close()
+                    continue
+                viewers = VIEWERS.get(name, 0)
+                if viewers:
+                    rig.watch(viewers)  # connecting is outside the clock; watching is inside
+                spent[name] += sides[name].run(chunk)
+                if viewers:
+                    rig.watch(0)
+        for name in SIDES:
+            getattr(times, name).append(spent[name])
+        times.host_ms += sides["every"].host_ms
+        times.latency_ms += sides["every"].close()
+        for name in ("third", "one", "ten"):
+            sides[name].close()
     return times
+
+
+def _live_results(times: Times, rig: LiveRig, pairs: list[tuple[Frame, list[Track]]]) -> dict[str, Any]:
+    frames = rig.server.figures()
+    return {
+        # Per round: same frames, so a ratio of times is a ratio of frame rates.
+        "one_over_none": _spread([e / o for e, o in zip(times.every, times.one, strict=True)]),
+        "ten_over_none": _spread([e / t for e, t in zip(times.every, times.ten, strict=True)]),
+        "frames_encoded": frames["frames_encoded"],
+        "encode_ms_last": frames["encode_ms"],
+        "quote_to_tag_ms": quote_to_tag_ms(rig, pairs),
+    }
 
 
 def _raw_block(detector: Detector, embedder: Embedder, frames: list[Frame], embeds: list[int]) -> float:
@@ -250,7 +298,7 @@ def _results(
 ) -> dict[str, Any]:
     handoff = handoff_us()
     lat = np.array(times.latency_ms)
-    total = {name: frames * ROUNDS / sum(getattr(times, name)) for name in ("every", "raw", "third")}
+    total = {name: frames * ROUNDS / sum(getattr(times, name)) for name in SIDES}
     return {
         "threads": ctx.config.runtime.num_threads,
         "models": {"detector": ctx.config.models.detector, "embedder": ctx.config.models.embedder},
@@ -330,7 +378,14 @@ def _jpeg_bytes(crop: Image) -> int:
 
 
 def _text(report: dict[str, Any]) -> str:
-    keys = ("fps", "processed_over_raw", "every3_over_every1", "non_inference_ms", "frame_to_publish_ms")
+    keys = (
+        "fps",
+        "processed_over_raw",
+        "every3_over_every1",
+        "non_inference_ms",
+        "frame_to_publish_ms",
+        "live",
+    )
     figures = {k: report[k] for k in keys}
     figures["message"] = {k: v for k, v in report["message"].items() if k != "per_box"}
     if "soak" in report:

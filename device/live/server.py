@@ -74,6 +74,7 @@ class LiveServer:
         self._viewers: set[_Viewer] = set()
         self._encoder: Encoder | None = None
         self._stats: dict[str, Any] | None = None
+        self._last_frame: bytes | None = None  # a viewer who joins sees it at once, paused device or not
         self._quotes: dict[Any, dict[str, Any]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Future[None] | None = None
@@ -295,6 +296,7 @@ class LiveServer:
             "fps": self.config.frame_fps,
         }
         viewer.events.append(json.dumps(hello))
+        viewer.frame = self._last_frame
         self._viewers.add(viewer)
         if len(self._viewers) == 1:
             self._start_encoder()
@@ -343,6 +345,7 @@ class LiveServer:
             self._encoder = None
 
     def _on_frame(self, message: bytes) -> None:
+        self._last_frame = message
         for viewer in self._viewers:
             if viewer.frame is not None:
                 viewer.dropped += 1  # still sending the last one: this viewer skips a frame
