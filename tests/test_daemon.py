@@ -15,7 +15,7 @@ from device.wire import CONTENT_TYPE, decode
 
 from .broker import Mosquitto, free_port
 from .daemons import start_daemon
-from .mqtt_helpers import Collector, daemon_env
+from .mqtt_helpers import Collector, daemon_env, wait_until
 
 TOPIC = "appliance/test-dev"
 
@@ -110,7 +110,7 @@ def test_broker_restart_reconnects_and_publishing_goes_on(
     first.wait_for(lambda: len(first.on(f"{TOPIC}/objects")) >= 1, 60, "an object before the restart")
     first.close()
     broker.stop()
-    time.sleep(2.0)
+    assert wait_until(lambda: "mqtt disconnected" in log_of(tmp_path), 15), "the daemon never saw the outage"
     broker.start()
     second = Collector(broker.port)
     second.wait_for(lambda: online(second), 20, "status online after the restart")
@@ -137,16 +137,18 @@ def test_commands_pause_resume_pace_and_malformed(
     assert last_pace()["reason"] == "operator override"
     collector.publish(f"{TOPIC}/cmd/pause", "")
     collector.wait_for(lambda: last_pace()["paused"] is True, 10, "paused in stats")
-    time.sleep(1.5)
+    # The stats message that said "paused" may count a frame that was under way: judge the next two.
+    seen = len(collector.on(f"{TOPIC}/stats"))
+    collector.wait_for(lambda: len(collector.on(f"{TOPIC}/stats")) >= seen + 1, 10, "a stats message")
     frozen = collector.on(f"{TOPIC}/stats")[-1].json()["totals"]["processed"]
-    time.sleep(1.5)
+    collector.wait_for(lambda: len(collector.on(f"{TOPIC}/stats")) >= seen + 3, 10, "two more stats")
     assert collector.on(f"{TOPIC}/stats")[-1].json()["totals"]["processed"] == frozen
     collector.publish(f"{TOPIC}/cmd/resume", "")
     collector.wait_for(
         lambda: collector.on(f"{TOPIC}/stats")[-1].json()["totals"]["processed"] > frozen, 10, "frames again"
     )
     collector.publish(f"{TOPIC}/cmd/reboot", "")
-    time.sleep(0.5)
+    assert wait_until(lambda: "cmd/reboot: unknown command" in log_of(tmp_path), 10)
     assert daemon.poll() is None
     log = log_of(tmp_path)
     assert "ignored malformed message on appliance/test-dev/cmd/pace" in log
