@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: a local broker on a free loopback port (or BROKER=host:port), the pricing service when it
-# exists, and the appliance on the bundled demo source, printing one line per object and per quote.
+# exists, and the appliance on the bundled demo source, printing one line per object and per quote, with
+# its live view in a browser at the URL it prints.
 # Stops on Ctrl-C, or after DURATION seconds when set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,6 +59,19 @@ pids+=("$!")
 export APPLIANCE_OTA__ENABLED=true APPLIANCE_OTA__REPOSITORY_URL="http://127.0.0.1:$ota_port"
 export APPLIANCE_OTA__TRUSTED_ROOT="$PWD/$repo/root.json" APPLIANCE_OTA__INTERVAL_S=30
 echo "demo: model repository on http://127.0.0.1:$ota_port (publish with: make release-demo)"
+
+# The live view: the camera, the boxes and their prices in a browser (docs/live-view.md). On loopback,
+# port 8080 unless something else has it. A fresh token each run lets the page's operator buttons work;
+# only its scrypt hash goes to the appliance, and the token rides in the URL after #, which browsers
+# never send to a server.
+live_port=8080
+if (exec 3<>"/dev/tcp/127.0.0.1/$live_port") 2>/dev/null; then
+    live_port="$($PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+fi
+token="$($PY -c 'import secrets; print(secrets.token_urlsafe(16))')"
+APPLIANCE_HTTP__TOKEN_HASH="$(printf '%s' "$token" | $PY -c 'import sys; from device.live.auth import hash_token; print(hash_token(sys.stdin.read()))')"
+export APPLIANCE_HTTP__TOKEN_HASH APPLIANCE_HTTP__PORT="$live_port"
+echo "demo: live view on http://127.0.0.1:$live_port/#token=$token (open it in a browser)"
 
 args=(--config deploy/demo.toml run --live)
 if [ -n "${DURATION:-}" ]; then

@@ -105,6 +105,9 @@ def daemon_env(port: int, state: Path, device_id: str = "test-dev", **extra: str
             "APPLIANCE_MQTT__STATS_INTERVAL_S": "1",
             "APPLIANCE_MQTT__KEEPALIVE_S": "5",
             "APPLIANCE_CAMERA__SOURCE": "images:demo?fps=15&seconds=3",
+            # The live view's default port is one for the whole machine: tests that need it
+            # (tests/test_live_*.py) turn it on, each on a free port.
+            "APPLIANCE_HTTP__ENABLED": "false",
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -19,6 +19,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from device.config import load_config
+from device.errors import ConfigError
 from device.live.auth import hash_token, verify_token
 
 from .broker import Mosquitto, free_port
@@ -55,6 +57,7 @@ def start_live(broker: Mosquitto, tmp_path: Path, token: str | None = TOKEN, **e
     env = daemon_env(
         broker.port,
         tmp_path / "state",
+        APPLIANCE_HTTP__ENABLED="true",
         APPLIANCE_HTTP__PORT=str(port),
         APPLIANCE_CAMERA__SOURCE="images:demo?fps=15",
         **extra,
@@ -250,7 +253,9 @@ def test_without_a_token_viewing_is_open_on_loopback_and_actions_are_refused(
 
 
 def test_a_network_bind_without_a_token_refuses_to_start_with_78(broker: Mosquitto, tmp_path: Path) -> None:
-    env = daemon_env(broker.port, tmp_path / "state", APPLIANCE_HTTP__HOST="0.0.0.0")
+    env = daemon_env(
+        broker.port, tmp_path / "state", APPLIANCE_HTTP__ENABLED="true", APPLIANCE_HTTP__HOST="0.0.0.0"
+    )
     result = subprocess.run(
         [sys.executable, "-m", "device", "run"],
         cwd=ROOT,
@@ -271,3 +276,16 @@ def test_the_token_is_stored_as_a_salted_scrypt_hash() -> None:
     assert verify_token(TOKEN, stored)
     assert not verify_token(TOKEN + "x", stored) and not verify_token("", stored)
     assert not verify_token(TOKEN, "scrypt$broken")
+
+
+def test_the_live_view_is_on_by_default_on_loopback_only() -> None:
+    http = load_config(None, {}).http
+    assert http.enabled and (http.host, http.port) == ("127.0.0.1", 8080) and http.token_hash is None
+    assert http.frame_fps == 5.0
+    with pytest.raises(ConfigError, match="not loopback"):
+        load_config(None, {"APPLIANCE_HTTP__HOST": "192.168.1.20"})
+    with pytest.raises(ConfigError, match="token_hash"):
+        load_config(None, {"APPLIANCE_HTTP__TOKEN_HASH": "plain-text-token"})  # a hash, never the token
+    stored = hash_token(TOKEN)
+    exposed = load_config(None, {"APPLIANCE_HTTP__HOST": "0.0.0.0", "APPLIANCE_HTTP__TOKEN_HASH": stored})
+    assert exposed.http.token_hash == stored
