@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -289,3 +290,27 @@ def test_the_live_view_is_on_by_default_on_loopback_only() -> None:
     stored = hash_token(TOKEN)
     exposed = load_config(None, {"APPLIANCE_HTTP__HOST": "0.0.0.0", "APPLIANCE_HTTP__TOKEN_HASH": stored})
     assert exposed.http.token_hash == stored
+
+
+def test_with_a_certificate_the_live_view_speaks_only_tls(
+    broker: Mosquitto, tmp_path: Path, certs: Path
+) -> None:
+    """The site's server certificate for `localhost` (deploy/pki.sh broker DIR localhost) on the live view:
+    a client that trusts the site's CA verifies it, name included, and plain HTTP gets nothing."""
+    live = start_live(
+        broker,
+        tmp_path,
+        APPLIANCE_HTTP__CERT_FILE=str(certs / "broker.crt"),
+        APPLIANCE_HTTP__KEY_FILE=str(certs / "broker.key"),
+    )
+    try:
+        assert f"live view on https://127.0.0.1:{live.port}/" in live.log_text()
+        context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+        req = urllib.request.Request(f"https://localhost:{live.port}/api/status", headers=bearer())
+        with urllib.request.urlopen(req, timeout=10, context=context) as answer:
+            assert answer.status == 200 and json.loads(answer.read())["state"] == "online"
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            urllib.request.urlopen(f"{live.base}/api/session", timeout=10)  # plain HTTP: no answer
+        assert live.process.poll() is None
+    finally:
+        stop_live(live)
