@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("version", nargs="?", help="for pin: the version (leave out to clear the pin)")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("http", help="live-view tools")
+    http_sub = p.add_subparsers(dest="http_command", required=True, metavar="ACTION")
+    http_sub.add_parser(
+        "hash-token", help="read a live-view token on stdin, print the [http] token_hash line for it"
+    )
+
     _add_bench(sub.add_parser("bench", help="benchmarks"))
     return parser
 
@@ -112,6 +118,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from device.commands.wire_decode import wire_decode
 
         return wire_decode(args.brief)
+    if args.command == "http":
+        from device.live.auth import hash_token_command
+
+        return hash_token_command()
     return _dispatch_vision(args)
 
 

@@ -314,3 +314,28 @@ def test_with_a_certificate_the_live_view_speaks_only_tls(
         assert live.process.poll() is None
     finally:
         stop_live(live)
+
+
+def test_hash_token_reads_the_token_on_stdin_and_prints_the_config_line() -> None:
+    made = subprocess.run(
+        [sys.executable, "-m", "device", "http", "hash-token"],
+        input=TOKEN + "\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    key, _, value = made.stdout.strip().partition(" = ")
+    assert key == "token_hash" and TOKEN not in made.stdout and verify_token(TOKEN, json.loads(value))
+    short = subprocess.run(
+        [sys.executable, "-m", "device", "http", "hash-token"],
+        input="guessable\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert short.returncode == 64 and "at least 12 characters" in short.stderr

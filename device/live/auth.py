@@ -11,17 +11,21 @@ import base64
 import hashlib
 import hmac
 import secrets
+import sys
 import threading
 import time
 
-# scrypt's cost: N=2^14, r=8 is the interactive-login setting of the scrypt paper (16 MiB, some 50 ms on a
-# Pi 4), slow enough to make guessing a 128-bit token hopeless and a guessed short one expensive.
+from device.errors import UsageError
+
+# scrypt's cost: N=2^14, r=8 is the interactive-login setting of the scrypt paper (16 MiB; about 0.2 s on
+# the 2-core build machine), slow enough to make each guess of a token expensive.
 SCRYPT_N = 2**14
 SCRYPT_R = 8
 SCRYPT_P = 1
 KEY_BYTES = 32
 SESSION_S = 12 * 3600.0  # a kiosk or an installer's visit; after that the token is asked for again
 MAX_SESSIONS = 64  # the oldest is forgotten beyond this: logins cannot grow the daemon's memory
+MIN_TOKEN_CHARS = 12  # short enough to type on a phone, too long to guess at scrypt's pace
 
 
 def hash_token(token: str, salt: bytes | None = None) -> str:
@@ -29,6 +33,18 @@ def hash_token(token: str, salt: bytes | None = None) -> str:
     salt = salt or secrets.token_bytes(16)
     key = _derive(token, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
     return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(key)}"
+
+
+def hash_token_command() -> int:
+    """`appliance http hash-token`: the token comes on stdin, so it stays out of shell history and `ps`."""
+    token = sys.stdin.readline().strip()
+    if len(token) < MIN_TOKEN_CHARS:
+        raise UsageError(
+            f"give a token of at least {MIN_TOKEN_CHARS} characters on stdin, e.g. python3 -c "
+            "'import secrets; print(secrets.token_urlsafe(16))' | tee token | appliance http hash-token"
+        )
+    print(f'token_hash = "{hash_token(token)}"')
+    return 0
 
 
 def verify_token(token: str, stored: str) -> bool:

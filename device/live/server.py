@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import ssl
@@ -36,7 +37,7 @@ COOKIE = "live_session"
 MAX_BODY = 16 * 1024  # every request body here is a few bytes of JSON
 EVENTS_PER_VIEWER = 256  # queued JSON events per viewer; a viewer that stops reading loses the oldest
 RECENT_QUOTES = 64  # the last quote of this many tracks, for a viewer that joins later
-SNAPSHOT_WAIT_S = 2.0
+WRONG_TOKEN_PAUSE_S = 0.5
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
     "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
@@ -77,6 +78,8 @@ class LiveServer:
         self._last_frame: bytes | None = None  # a viewer who joins sees it at once, paused device or not
         self._quotes: dict[Any, dict[str, Any]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._good_tokens: set[bytes] = set()
+        self._verifying = asyncio.Lock()
         self._stopped: asyncio.Future[None] | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="http", daemon=True)
@@ -180,12 +183,32 @@ class LiveServer:
         return app
 
     # -- authentication ----------------------------------------------------------------------------
-    def _authenticated(self, request: web.Request) -> bool:
+    async def _authenticated(self, request: web.Request) -> bool:
+        """A session cookie, or `Authorization: Bearer <token>` (scripts, curl)."""
         if self.sessions.valid(request.cookies.get(COOKIE)):
             return True
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and await self._check_token(token.strip())
+
+    async def _check_token(self, token: str) -> bool:
+        """scrypt, off the event loop (frames keep flowing), one at a time, and a pause after a wrong
+        token: guessing costs the device at most a share of one core, and the guesser a lot of time. A
+        token that passed is remembered by its SHA-256, so a script's every call does not pay scrypt."""
         stored = self.config.token_hash
-        return scheme.lower() == "bearer" and stored is not None and verify_token(token.strip(), stored)
+        if stored is None or not token:
+            return False
+        digest = hashlib.sha256(token.encode()).digest()
+        if digest in self._good_tokens:
+            return True
+        async with self._verifying:
+            ok = await asyncio.get_running_loop().run_in_executor(None, verify_token, token, stored)
+            if not ok:
+                log.warning("live view: a wrong token")
+                await asyncio.sleep(WRONG_TOKEN_PAUSE_S)
+                return False
+        if len(self._good_tokens) < 16:  # one token is configured: anything more is not worth keeping
+            self._good_tokens.add(digest)
+        return True
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -193,7 +216,7 @@ class LiveServer:
         always need it, so without one they are refused."""
         path = request.path
         public = path in ("/", "/api/session", "/api/login") or path.startswith("/static/")
-        if not public and self.config.token_hash is not None and not self._authenticated(request):
+        if not public and self.config.token_hash is not None and not await self._authenticated(request):
             return _error(401, "log in with the device's live-view token")
         if request.method == "POST" and path not in ("/api/login", "/api/logout"):
             if self.config.token_hash is None:
@@ -211,7 +234,7 @@ class LiveServer:
         return web.json_response(
             {
                 "token_required": needed,
-                "authenticated": needed and self._authenticated(request),
+                "authenticated": needed and await self._authenticated(request),
                 "actions": needed,
             }
         )
@@ -224,9 +247,7 @@ class LiveServer:
         token = body.get("token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
             return _error(400, 'send {"token": "..."}')
-        loop = asyncio.get_running_loop()
-        if not await loop.run_in_executor(None, verify_token, token, stored):  # scrypt: off the loop
-            log.warning("live view: a wrong token from %s", request.remote)
+        if not await self._check_token(token):
             return _error(401, "wrong token")
         response = web.json_response({"authenticated": True})
         response.set_cookie(
