@@ -31,9 +31,9 @@ from pydantic import (
     model_validator,
 )
 
+from device.devicespec import parse_device_spec
 from device.errors import ConfigError
-from device.vision.devicespec import parse_device_spec
-from device.vision.image_header import DEFAULT_MAX_PIXELS
+from device.image_header import DEFAULT_MAX_PIXELS
 
 ENV_PREFIX = "APPLIANCE_"
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -110,7 +110,7 @@ class CameraConfig(_Section):
     # Reopen a failed source after 1, 2, 4 ... s, at most this long apart.
     reopen_max_s: float = Field(default=30.0, gt=0, le=HOUR)
     # The most pixels an image file may declare in its header (the image-folder source, `appliance
-    # detect` and `embed`): larger ones are refused before they are decoded (device/vision/images.py).
+    # detect` and `embed`): larger ones are refused before they are decoded (device/images.py).
     max_image_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1, le=2**30)
 
 

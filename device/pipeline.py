@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from device.camera.source import Frame
 from device.clock import Clock
 from device.config import PipelineConfig
-from device.metrics import MovingAverage, Percentiles, RateMeter
+from device.metrics import MovingAverage, Percentiles
+from device.ota.port import RunCounts
 from device.pace import Pace, PaceController
 from device.vision.detector import Detection, Detector
 from device.vision.embedder import Embedder
@@ -72,7 +73,6 @@ class Pipeline:
     counters: PipelineCounters = field(default_factory=PipelineCounters)
     stage_ms: dict[str, MovingAverage] = field(default_factory=lambda: {s: MovingAverage() for s in STAGES})
     latency_ms: Percentiles = field(default_factory=Percentiles)  # capture -> handed to the sink
-    processed: RateMeter = field(default_factory=RateMeter)
     # Milliseconds the last frame spent inside interpreter invokes (detector and embedder), so the
     # benchmark can tell inference from everything else the pipeline does.
     last_invoke_ms: float = 0.0
@@ -89,6 +89,20 @@ class Pipeline:
     _token_time: float = 0.0
     _swap: _Swap | None = None
     _swap_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run_counts(self, kind: str) -> RunCounts:
+        """OTA's view (device.ota.port.ModelHost): ints and a median, safe to read from its thread."""
+        samples = self.invoke_ms[kind]
+        count = len(samples)
+        return RunCounts(
+            self.counters.frames, self.counters.errors, count, samples.get(50) if count else None
+        )
+
+    def swap_model(self, model: Detector | Embedder) -> None:
+        if isinstance(model, Embedder):
+            self.request_swap(embedder=model)
+        else:
+            self.request_swap(detector=model)
 
     def request_swap(self, detector: Detector | None = None, embedder: Embedder | None = None) -> None:
         """Swap models before the next frame (called from another thread, e.g. the OTA updater)."""
@@ -110,7 +124,6 @@ class Pipeline:
         self._embed_due(frame, tracks, pace)
         self._forget_gone(tracks)
         self.counters.frames += 1
-        self.processed.tick(self.clock.monotonic())
         return tracks
 
     def apply_swap(self) -> None:

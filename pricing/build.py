@@ -15,11 +15,11 @@ import numpy as np
 
 from device.config import DetectorConfig, EmbedderConfig, RuntimeConfig
 from device.errors import InputError
+from device.image_header import DEFAULT_MAX_PIXELS
+from device.images import read_image
 from device.vision.detector import Detection
 from device.vision.embedder import Embedder
 from device.vision.geometry import Box
-from device.vision.image_header import DEFAULT_MAX_PIXELS
-from device.vision.images import read_image
 from device.vision.manifest import Manifest
 from device.vision.models import make_detector
 from device.vision.preprocess import Image

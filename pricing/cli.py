@@ -12,7 +12,7 @@ from pathlib import Path
 from device.cli_main import run_main
 from device.config import DEFAULT_MODELS_DIR
 from device.errors import ApplianceError
-from device.vision.image_header import DEFAULT_MAX_PIXELS  # pure Python: `--help` does not load cv2
+from device.image_header import DEFAULT_MAX_PIXELS  # pure Python: `--help` does not load cv2
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("pricing")

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from device.config import DetectorConfig, EmbedderConfig, RuntimeConfig
+from device.images import read_image
 from device.vision.embedder import Embedder
-from device.vision.images import read_image
 from device.vision.manifest import Manifest
 from device.vision.preprocess import Image
 from device.vision.runtime import InterpreterFactory, LoadedModel

@@ -18,7 +18,7 @@ from device.commands.bench_pipeline import payload, pipeline_checks
 from device.commands.bench_soak import soak_checks, soak_figures
 from device.commands.bench_support import PRESSURE_CPU, LoadSpan, load_line, parse_pressure
 from device.commands.bench_thermal import thermal_checks
-from device.vision.images import read_image
+from device.images import read_image
 from device.wire import ObjectMessage, encode
 from pricing.bench import pricing_checks
 from pricing.bench_fuzz import fuzz_checks

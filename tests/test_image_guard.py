@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from device.errors import InputError
-from device.vision.image_header import image_header
-from device.vision.images import read_image
+from device.image_header import image_header
+from device.images import read_image
 
 from .cli_helpers import run_measured
 from .conftest import DATA

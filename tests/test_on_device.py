@@ -12,8 +12,8 @@ import pytest
 
 from device.camera.picamera2_source import Picamera2Source
 from device.config import DetectorConfig, RuntimeConfig
-from device.vision.edgetpu import list_tpus
-from device.vision.images import read_image
+from device.edgetpu import list_tpus
+from device.images import read_image
 from device.vision.manifest import Manifest
 from device.vision.models import make_detector
 from device.vision.runtime import InterpreterFactory

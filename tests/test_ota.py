@@ -17,10 +17,10 @@ from release.publish import NewRelease, _expected, _small, add_release, change, 
 from release.repository import Repository
 
 from device.errors import RegistryUnavailableError, UpdateError
+from device.images import read_image
 from device.ota.cohort import bucket, in_cohort
 from device.ota.engine import Engine
 from device.ota.journal import Outcome
-from device.vision.images import read_image
 
 from .conftest import DATA, MODELS, ROOT
 from .ota_helpers import PHOTOS, SERVERS, Faults, Serve, new_repo, ota_config, release, serve

@@ -26,9 +26,9 @@ from release.repository import Repository
 from tuf.api.metadata import Targets
 
 from device.errors import UpdateError
+from device.images import read_image
 from device.ota.engine import Engine
 from device.ota.journal import OUTCOMES, Outcome
-from device.vision.images import read_image
 
 from .broker import Mosquitto
 from .conftest import MODELS, ROOT

@@ -15,11 +15,11 @@ from device.camera.image_folder import ImageFolderSource
 from device.camera.source import Frame
 from device.clock import FakeClock
 from device.config import DetectorConfig, EmbedderConfig, OutboxConfig, PipelineConfig, TrackerConfig
+from device.images import read_image
 from device.link.outbox import Outbox
 from device.pace import PaceController
 from device.pipeline import Pipeline
 from device.vision.embedder import Embedder
-from device.vision.images import read_image
 from device.vision.models import make_detector
 from device.vision.runtime import LoadedModel
 from device.vision.tracker import Tracker

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from device.config import DetectorConfig, RuntimeConfig
+from device.devicespec import parse_device_spec
 from device.errors import AcceleratorError, ModelError
-from device.vision.devicespec import parse_device_spec
 from device.vision.manifest import Manifest
 from device.vision.models import make_detector
 from device.vision.preprocess import Image

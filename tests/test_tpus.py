@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from device.vision.edgetpu import list_tpus, read_apex_temperature
+from device.edgetpu import list_tpus, read_apex_temperature
 
 from .cli_helpers import appliance
 

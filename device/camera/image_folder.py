@@ -19,8 +19,8 @@ from device.camera.pacing import Pacer
 from device.camera.source import Frame, Image
 from device.clock import Clock, SystemClock
 from device.errors import CameraError, EndOfStreamError, InputError
-from device.vision.image_header import DEFAULT_MAX_PIXELS
-from device.vision.images import read_image
+from device.image_header import DEFAULT_MAX_PIXELS
+from device.images import read_image
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ import numpy as np
 
 from device.commands.bench_support import LoadSpan, load_line, machine
 from device.commands.context import Context
+from device.images import read_image
 from device.vision.detector import StageTimes
 from device.vision.embedder import Embedder
 from device.vision.geometry import Box
-from device.vision.images import read_image
 from device.vision.models import make_detector
 from device.vision.runtime import InterpreterFactory
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from device.config import load_config
-from device.vision.edgetpu import list_tpus
+from device.edgetpu import list_tpus
 
 
 def tpus(sysfs_root: str, as_json: bool) -> int:

@@ -10,8 +10,8 @@ from typing import Any
 
 from device.commands.context import Context
 from device.errors import InputError
+from device.images import read_image
 from device.vision.embedder import Embedder, Embedding, cosine
-from device.vision.images import read_image
 from device.vision.models import make_detector
 
 log = logging.getLogger(__name__)

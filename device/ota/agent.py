@@ -7,9 +7,9 @@ the old model meanwhile. The agent's thread (`ota`) carries out operator command
 verdicts, and follows slot changes, every second, so a running check never delays them; the engine
 holds the update lock only to change slots and the journal, never over the network, and a check that
 finds them changed when it comes to activate (a rollback came in meanwhile) does not activate. The swap
-itself is a pointer exchange between two frames (Pipeline.request_swap), so no frame waits for a model
-to load. A fleet notice (`<prefix>/fleet/release`) or `cmd/ota-check` only triggers a check; their
-content is never trusted.
+itself is a pointer exchange between two frames (ModelHost.swap_model, device/ota/port.py), so no frame
+waits for a model to load. A fleet notice (`<prefix>/fleet/release`) or `cmd/ota-check` only triggers a
+check; their content is never trusted.
 
 Locks, always in this order: the engine's update lock (a file lock, shared with `appliance ota`), then
 `_mutex` (this process's windows, loaded versions and swaps).
@@ -30,7 +30,7 @@ from device.errors import ApplianceError, RegistryUnavailableError, UpdateBusyEr
 from device.ota.engine import Activation, Engine
 from device.ota.health import MIN_INVOKES, HealthWatch
 from device.ota.locks import WAIT_S as LOCK_WAIT_S
-from device.pipeline import Pipeline
+from device.ota.port import ModelHost
 from device.vision.detector import Detector
 from device.vision.embedder import Embedder
 from device.vision.models import make_adapter
@@ -44,10 +44,10 @@ KINDS = ("detector", "embedder")
 
 class Agent:
     def __init__(
-        self, engine: Engine, pipeline: Pipeline, config: Config, clock: Clock, on_change: Callable[[], None]
+        self, engine: Engine, host: ModelHost, config: Config, clock: Clock, on_change: Callable[[], None]
     ) -> None:
         self.engine = engine
-        self.pipeline = pipeline
+        self.host = host  # the pipeline, seen through OTA's port
         self.config = config
         self.ota = config.ota
         self.clock = clock
@@ -70,7 +70,7 @@ class Agent:
     def start(self) -> None:
         now = self.clock.monotonic()
         for kind, health in self.engine.journal.state.health.items():
-            self.windows[kind] = HealthWatch.open(kind, health.version, now, self.pipeline, None)
+            self.windows[kind] = HealthWatch.open(kind, health.version, now, self.host, None)
         self._thread.start()
 
     def stop(self) -> None:
@@ -204,17 +204,12 @@ class Agent:
         self.on_change()
 
     def _swap(self, kind: str, adapter: Detector | Embedder, version: str) -> None:
-        old = self.pipeline.invoke_ms[kind]
-        baseline = old.get(50) if len(old) >= MIN_INVOKES else None
-        if isinstance(adapter, Embedder):
-            self.pipeline.request_swap(embedder=adapter)
-        else:
-            self.pipeline.request_swap(detector=adapter)
+        old = self.host.run_counts(kind)
+        baseline = old.invoke_ms_p50 if old.invokes >= MIN_INVOKES else None
+        self.host.swap_model(adapter)
         self.loaded[kind] = self.engine.slots.current(kind)
         if kind in self.engine.journal.state.health:
-            self.windows[kind] = HealthWatch.open(
-                kind, version, self.clock.monotonic(), self.pipeline, baseline
-            )
+            self.windows[kind] = HealthWatch.open(kind, version, self.clock.monotonic(), self.host, baseline)
         log.info("OTA: %s %s swapped in between frames", kind, version)
 
     def _follow_slots(self) -> None:
@@ -239,7 +234,7 @@ class Agent:
         with self._mutex:
             windows = list(self.windows.items())
         for kind, window in windows:
-            verdict = window.verdict(self.clock.monotonic(), self.pipeline, self.ota)
+            verdict = window.verdict(self.clock.monotonic(), self.host, self.ota)
             if verdict is None:
                 continue
             try:

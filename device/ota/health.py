@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from device.config import OtaConfig
-from device.pipeline import Pipeline
+from device.ota.port import ModelHost
 
 MIN_INVOKES = 20
 
@@ -30,29 +30,30 @@ class HealthWatch:
     kind: str
     version: str
     started: float  # monotonic
-    baseline_ms: float | None  # the replaced model's mean invoke time
+    baseline_ms: float | None  # the replaced model's median invoke time
     frames0: int
     errors0: int
 
     @classmethod
     def open(
-        cls, kind: str, version: str, now: float, pipeline: Pipeline, baseline_ms: float | None
+        cls, kind: str, version: str, now: float, host: ModelHost, baseline_ms: float | None
     ) -> HealthWatch:
-        return cls(kind, version, now, baseline_ms, pipeline.counters.frames, pipeline.counters.errors)
+        counts = host.run_counts(kind)
+        return cls(kind, version, now, baseline_ms, counts.frames, counts.errors)
 
-    def verdict(self, now: float, pipeline: Pipeline, config: OtaConfig) -> Verdict | None:
+    def verdict(self, now: float, host: ModelHost, config: OtaConfig) -> Verdict | None:
         """None while the window is still open."""
-        errors = pipeline.counters.errors - self.errors0
+        counts = host.run_counts(self.kind)
+        errors = counts.errors - self.errors0
         if errors >= config.max_errors:
             return Verdict(False, f"{errors} inference errors in the health window")
-        frames = pipeline.counters.frames - self.frames0
+        frames = counts.frames - self.frames0
         elapsed = now - self.started
         if elapsed < config.health_window_s or frames < config.health_min_frames:
             return None
-        samples = pipeline.invoke_ms[self.kind]
-        if len(samples) < MIN_INVOKES and elapsed < 3 * config.health_window_s:
+        if counts.invokes < MIN_INVOKES and elapsed < 3 * config.health_window_s:
             return None
-        latency = samples.get(50) if len(samples) >= MIN_INVOKES else None
+        latency = counts.invoke_ms_p50 if counts.invokes >= MIN_INVOKES else None
         if latency is not None and self.baseline_ms:
             ratio = latency / self.baseline_ms
             if ratio > config.latency_regression:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import psutil
 
-from device.vision.edgetpu import APEX_CLASS, DEAD_BELOW_C, read_apex_temperature
+from device.edgetpu import APEX_CLASS, DEAD_BELOW_C, read_apex_temperature
 
 THROTTLED = Path("devices/platform/soc/soc:firmware/get_throttled")
 # psutil's sensor names for the CPU die, best first: the Pi's SoC, Intel, AMD, generic ACPI.

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from device.config import RuntimeConfig
+from device.devicespec import DeviceSpec, parse_device_spec
 from device.errors import AcceleratorError, ModelError
-from device.vision.devicespec import DeviceSpec, parse_device_spec
 from device.vision.litert import Interpreter, LiteRT, import_litert, quiet_failed_delegate, zeros_for
 from device.vision.manifest import Manifest, ModelEntry
 

@@ -20,9 +20,9 @@ from tuf.api.metadata import Metadata, Targets
 
 from device.config import DetectorConfig, EmbedderConfig, RuntimeConfig
 from device.errors import ConfigError, ReleaseRefusedError
+from device.images import read_image
 from device.ota.release import CUSTOM_KEY, ModelSpec, ReleaseInfo, Validation
 from device.ota.vectors import DETECTOR_TOLERANCE, EMBEDDER_TOLERANCE, pack_inputs, summarise
-from device.vision.images import read_image
 from device.vision.manifest import Manifest, ModelEntry
 from device.vision.models import make_adapter
 from device.vision.preprocess import Image

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from device.errors import InputError
-from device.vision.image_header import DEFAULT_MAX_PIXELS, image_header
+from device.image_header import DEFAULT_MAX_PIXELS, image_header
 from device.vision.preprocess import Image
 
 # Room for metadata (EXIF, ICC profiles, thumbnails) on top of the pixels.
