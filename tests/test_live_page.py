@@ -4,6 +4,7 @@ the device sees is what the device published."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ from pricing.build import build_demo
 from .broker import Mosquitto
 from .conftest import MODELS, ROOT
 from .daemons import STARTED
-from .test_live_api import TOKEN, TOPIC, Live, start_live, stop_live
+from .test_live_api import TOKEN, TOPIC, Live, start_live
 
 SCREENSHOT = ROOT / "docs" / "live-view.png"
 
@@ -34,32 +35,43 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Live, Chromi
     """Broker, pricing service, daemon (with a token) and browser, shared by this module's tests: the
     daemon and the browser take seconds to start, and the tests only look at what they show."""
     tmp = tmp_path_factory.mktemp("live-page")
-    broker = Mosquitto(tmp)
-    broker.start()
-    catalog = tmp / "catalog.sqlite"
-    build_demo(
-        ROOT / "demo", catalog, MODELS / "manifest.toml", "efficientnet-lite0-int8", "centernet-coco-float"
-    )
-    service = subprocess.Popen(
-        [sys.executable, "-m", "pricing", "run", "--port", str(broker.port), "--catalog", str(catalog)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    live = start_live(broker, tmp)
-    # This daemon lives as long as the module: kept off the per-test reaper's list, stopped below.
-    STARTED.remove(live.process)
-    browser = Chromium()
-    try:
+    with contextlib.ExitStack() as cleanup:  # each part stopped even if stopping another one failed
+        broker = Mosquitto(tmp)
+        broker.start()
+        cleanup.callback(broker.stop)
+        catalog = tmp / "catalog.sqlite"
+        build_demo(
+            ROOT / "demo",
+            catalog,
+            MODELS / "manifest.toml",
+            "efficientnet-lite0-int8",
+            "centernet-coco-float",
+        )
+        service = subprocess.Popen(
+            [sys.executable, "-m", "pricing", "run", "--port", str(broker.port), "--catalog", str(catalog)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        cleanup.callback(_end, service)
+        live = start_live(broker, tmp)
+        # This daemon lives as long as the module: kept off the per-test reaper's list, stopped here.
+        STARTED.remove(live.process)
+        cleanup.callback(_end, live.process)
+        cleanup.callback(live.collector.close)
+        browser = cleanup.enter_context(Chromium())
         browser.screen(1920, 1080)
         browser.open(f"{live.base}/#token={TOKEN}")
         yield live, browser
-    finally:
-        browser.close()
-        stop_live(live)
-        service.send_signal(signal.SIGTERM)
-        service.wait(10)
-        broker.stop()
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
 
 
 def quotes(live: Live) -> dict[int, dict[str, Any]]:

@@ -184,8 +184,12 @@ class Chromium:
                 await self._session.close()
 
         if not self._loop.is_closed():
-            self._loop.run_until_complete(disconnect())
-            self._loop.close()
+            try:  # a browser that already went away must not keep the process below from being ended
+                self._loop.run_until_complete(asyncio.wait_for(disconnect(), 5))
+            except (OSError, aiohttp.ClientError, TimeoutError):
+                pass
+            finally:
+                self._loop.close()
         if self._process.poll() is None:
             self._process.terminate()
             try:
