@@ -306,7 +306,8 @@ class LiveServer:
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
         if len(self._viewers) >= self.config.max_viewers:
             raise web.HTTPServiceUnavailable(text=f"{self.config.max_viewers} viewers already watch")
-        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096)
+        # No permessage-deflate: JPEGs do not compress, and zlib would spend the CPU the frames need.
+        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096, compress=False)
         await ws.prepare(request)
         viewer = _Viewer(ws)
         hello = {
