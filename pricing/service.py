@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 from collections import Counter
@@ -26,14 +27,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from device.dedupe import Deduplicator
+from device.link.client import Security, Will, make_client
 from device.link.guarded import GuardedClient
 from device.link.properties import EPOCH_PROPERTY
-from device.link.tcp import disable_nagle
 from device.metrics import Percentiles
 from device.ratelog import log_rarely
 from device.wire import CONTENT_TYPE, HEADER_SIZE, MAX_TEXT, VECTOR_HEADER_SIZE, WireError, decode
@@ -160,22 +160,14 @@ class PricingService:
     # -- MQTT ---------------------------------------------------------------------------------------
     def _make_client(self) -> GuardedClient:
         cfg = self.config
-        client = GuardedClient(
-            CallbackAPIVersion.VERSION2, client_id=f"pricing-{cfg.instance}", protocol=mqtt.MQTTv5
-        )
+        security = Security(cfg.username, cfg.password_file, False, cfg.ca_file, cfg.cert_file, cfg.key_file)
+        will = json.dumps({"state": "offline", "instance": cfg.instance}).encode()
+        client = make_client(f"pricing-{cfg.instance}", security, Will(self.status_topic, will), where="")
         client.on_connect = lambda _c, _u, _f, reason, _p: self._requests.put_control(f"connected:{reason}")
         client.on_message = self._on_message
-        client.on_socket_open = disable_nagle
-        client.reconnect_delay_set(1, 30)
-        will = json.dumps({"state": "offline", "instance": cfg.instance})
-        client.will_set(self.status_topic, will, qos=1, retain=True)
-        if cfg.username:
-            password = cfg.password_file.read_text().strip() if cfg.password_file else None
-            client.username_pw_set(cfg.username, password)
-        if cfg.ca_file or cfg.cert_file:
-            client.tls_set(
-                ca_certs=_opt(cfg.ca_file), certfile=_opt(cfg.cert_file), keyfile=_opt(cfg.key_file)
-            )
+        # paho's own reconnect doubles its delay with no jitter (and takes whole seconds): a random first
+        # step of 1-3 s keeps copies that lost the broker together from coming back in step.
+        client.reconnect_delay_set(min_delay=random.randint(1, 3), max_delay=30)
         return client
 
     def reload(self, catalogs: Catalogs) -> None:
@@ -314,10 +306,6 @@ def _epoch(user_properties: object) -> str:
         if key == EPOCH_PROPERTY:
             return value if isinstance(value, str) and len(value) == 16 else ""
     return ""
-
-
-def _opt(path: object) -> str | None:
-    return None if path is None else str(path)
 
 
 def _r(value: float | None) -> float | None:

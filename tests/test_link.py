@@ -9,10 +9,15 @@ import pytest
 
 from device.clock import SystemClock
 from device.config import MqttConfig, OutboxConfig
+from device.errors import LinkError
 from device.link.drain import Drainer
 from device.link.mqtt import Link
 from device.link.outbox import Outbox
 from device.link.topics import Topics
+from pricing.catalog import CatalogInfo, Item, load_catalog, write_catalog
+from pricing.config import ServiceConfig
+from pricing.pricer import Pricer
+from pricing.service import PricingService
 
 from .broker import Mosquitto
 from .mqtt_helpers import Collector, wait_until
@@ -46,3 +51,25 @@ def test_commands_beyond_a_full_queue_are_counted_and_logged(
     finally:
         link.stop()
         status.close()
+
+
+@pytest.mark.parametrize(
+    ("settings", "error"),
+    [
+        ({"username": "p", "password_file": "missing"}, r"^password_file .*missing cannot be read"),
+        ({"ca_file": "missing"}, r"^ca_file = .*missing does not exist or is not a file"),
+        ({"ca_file": "ca.crt", "cert_file": "ca.crt"}, r"^cert_file and key_file go together"),
+    ],
+)
+def test_the_pricing_service_names_the_setting_that_cannot_be_used(
+    tmp_path: Path, settings: dict[str, str], error: str
+) -> None:
+    """The same builder as the device's link (device/link/client.py), in the service's own key names."""
+    catalog = tmp_path / "catalog.sqlite"
+    item = Item("i1", bytes(4), 1 / 127, 0, 100.0, "JPY", "sold")
+    write_catalog(catalog, CatalogInfo("test-embedder", "1.0.0", 4, synthetic=True), [item])
+    (tmp_path / "ca.crt").write_text("not really a certificate, but a file")
+    paths = {k: v if k == "username" else tmp_path / v for k, v in settings.items()}
+    config = ServiceConfig(catalog=catalog, index="exact", **paths)
+    with pytest.raises(LinkError, match=error):
+        PricingService(config, Pricer(load_catalog(catalog), config))

@@ -21,19 +21,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from device.backoff import Backoff
 from device.config import MqttConfig
-from device.errors import LinkError
+from device.link.client import Security, Will, make_client
 from device.link.drain import Drainer
 from device.link.guarded import GuardedClient
 from device.link.outbox import Pending
 from device.link.properties import ObjectProperties
-from device.link.tcp import disable_nagle
 from device.link.topics import Topics
 from device.ratelog import log_rarely
 from device.wire import CONTENT_TYPE
@@ -89,8 +87,13 @@ class Link:
     # -- setup -------------------------------------------------------------------------------------
     def _make_client(self) -> GuardedClient:
         # Guarded: a quote or command with a property paho cannot parse costs that message, not the link.
-        client = GuardedClient(
-            CallbackAPIVersion.VERSION2, client_id=f"appliance-{self.topics.device_id}", protocol=mqtt.MQTTv5
+        cfg = self.config
+        security = Security(
+            cfg.username, cfg.password_file, cfg.tls, cfg.ca_file, cfg.cert_file, cfg.key_file
+        )
+        will = json.dumps({"state": "offline", "reason": "lost"}).encode()
+        client = make_client(
+            f"appliance-{self.topics.device_id}", security, Will(self.topics.status, will, _json_props())
         )
         client.connect_timeout = 3.0  # bounds how long a black-holed broker can hold up shutdown
         # The drainer bounds object messages in flight; paho's own window must not be the smaller one, or
@@ -100,29 +103,7 @@ class Link:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
-        client.on_socket_open = disable_nagle
-        will = json.dumps({"state": "offline", "reason": "lost"}).encode()
-        client.will_set(self.topics.status, will, qos=1, retain=True, properties=_json_props())
-        self._configure_security(client)
         return client
-
-    def _configure_security(self, client: mqtt.Client) -> None:
-        cfg = self.config
-        if cfg.username is not None:
-            client.username_pw_set(cfg.username, _read_secret(cfg.password_file))
-        if cfg.tls or cfg.ca_file or cfg.cert_file:
-            for name, path in (
-                ("ca_file", cfg.ca_file),
-                ("cert_file", cfg.cert_file),
-                ("key_file", cfg.key_file),
-            ):
-                if path is not None and not path.is_file():
-                    raise LinkError(f"mqtt.{name} = {path} does not exist or is not a file")
-            if (cfg.cert_file is None) != (cfg.key_file is None):
-                raise LinkError("mqtt.cert_file and mqtt.key_file go together: set both or neither")
-            client.tls_set(
-                ca_certs=_str(cfg.ca_file), certfile=_str(cfg.cert_file), keyfile=_str(cfg.key_file)
-            )
 
     # -- paho callbacks: trivial, they only enqueue ------------------------------------------------
     def _on_connect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
@@ -280,16 +261,3 @@ def _json_props() -> Properties:
     props = _publish_props()
     props.ContentType = "application/json"
     return props
-
-
-def _str(path: object) -> str | None:
-    return None if path is None else str(path)
-
-
-def _read_secret(path: Any) -> str | None:
-    if path is None:
-        return None
-    try:
-        return str(path.read_text(encoding="utf-8")).strip()
-    except OSError as exc:
-        raise LinkError(f"mqtt.password_file {path} cannot be read: {exc.strerror}") from None
