@@ -18,6 +18,7 @@ from device.config import PipelineConfig
 from device.metrics import MovingAverage, Percentiles
 from device.ota.port import RunCounts
 from device.pace import Pace, PaceController
+from device.token_bucket import TokenBucket
 from device.vision.detector import Detection, Detector
 from device.vision.embedder import Embedder
 from device.vision.geometry import Box
@@ -85,8 +86,7 @@ class Pipeline:
         }
     )
     _embedded: dict[int, _Embedded] = field(default_factory=dict)
-    _tokens: float = 0.0
-    _token_time: float = 0.0
+    _embed_budget: TokenBucket = field(default_factory=lambda: TokenBucket(0.0, 0.0))
     _swap: _Swap | None = None
     _swap_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -186,13 +186,8 @@ class Pipeline:
         """Token bucket for the embedding budget; a burst of up to one second's budget is allowed."""
         if pace.embed_budget_per_s <= 0:
             return True
-        elapsed = now - self._token_time if self._token_time else 1.0
-        self._tokens = min(pace.embed_budget_per_s, self._tokens + elapsed * pace.embed_budget_per_s)
-        self._token_time = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
+        self._embed_budget.rate = self._embed_budget.burst = pace.embed_budget_per_s
+        return self._embed_budget.take(now)
 
     def _emit(self, frame: Frame, tracks: list[Track], now: float) -> None:
         messages = [self._build(frame, track) for track in tracks]

@@ -20,6 +20,7 @@ from device.clock import Clock
 from device.config import OutboxConfig
 from device.link.outbox import Outbox, Pending
 from device.metrics import RateMeter
+from device.token_bucket import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +53,9 @@ class Drainer:
         self._boundary = 0  # seq of the newest message stored before this connection
         self._live_cursor = 0
         self._backlog_cursor = 0
-        self._tokens = 0.0
-        self._token_time = 0.0
-
-    @property
-    def _burst(self) -> float:
-        """A tenth of a second's budget may go at once, so the rate is smooth at any pump frequency."""
-        return max(1.0, self.config.drain_rate_per_s / 10)
+        # A tenth of a second's budget may go at once, so the rate is smooth at any pump frequency.
+        rate = config.drain_rate_per_s
+        self._backlog_budget = TokenBucket(rate, max(1.0, rate / 10))
 
     @property
     def inflight(self) -> int:
@@ -72,8 +69,7 @@ class Drainer:
         self._boundary = self.outbox.newest_seq()
         self._live_cursor = self._boundary
         self._backlog_cursor = 0
-        self._token_time = self.clock.monotonic()
-        self._tokens = self._burst  # start with one burst, so a short backlog goes out at once
+        self._backlog_budget.fill(self.clock.monotonic())  # one burst at once: a short backlog goes now
 
     def disconnected(self) -> None:
         self.flush()
@@ -95,7 +91,7 @@ class Drainer:
                 return
             self._live_cursor = item.seq
         room -= len(live)
-        budget = min(room, int(self._refill() + 1e-3))  # float dust must not cost a whole token
+        budget = min(room, self._backlog_budget.whole(self.clock.monotonic()))
         if budget <= 0 or self._backlog_cursor >= self._boundary:
             return
         for item in self.outbox.pending(self._backlog_cursor, budget):
@@ -105,15 +101,7 @@ class Drainer:
             if not self._send(item, publish):
                 return
             self._backlog_cursor = item.seq
-            self._tokens -= 1.0
-
-    def _refill(self) -> float:
-        now = self.clock.monotonic()
-        self._tokens = min(
-            self._burst, self._tokens + (now - self._token_time) * self.config.drain_rate_per_s
-        )
-        self._token_time = now
-        return self._tokens
+            self._backlog_budget.tokens -= 1.0
 
     def _send(self, item: Pending, publish: Publish) -> bool:
         mid = publish(item)
