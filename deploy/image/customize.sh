@@ -27,6 +27,11 @@ pip_install --quiet --no-index --no-deps "/tmp/wheels/$appliance_wheel"
 in_root /opt/appliance/.venv/bin/pip check
 rm -rf "$root/tmp/wheels"
 for link in models demo docs; do ln -sfn "src/$link" "$root/opt/appliance/$link"; done
+# The appliance's built-in default manifest is the package's ../models/manifest.toml (device/config.py):
+# right in a source checkout, but in a venv that is site-packages/models, which a wheel does not
+# install. The link makes the default true, so an appliance.toml without [models] runs the bundled
+# models (found by the boot test: exit 78, "model manifest ... does not exist").
+ln -sfn /opt/appliance/src/models "$root/opt/appliance/.venv/lib/python3.11/site-packages/models"
 # The same layout as deploy/provision.sh, so docs and tools find things in one place on every device.
 in_root /opt/appliance/.venv/bin/appliance --help >/dev/null
 
