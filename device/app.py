@@ -36,6 +36,7 @@ from device.pace import PaceController
 from device.pipeline import Pipeline
 from device.telemetry import Telemetry, models_status
 from device.thermal.governor import Governor
+from device.thermal.sampler import SampledSensors
 from device.thermal.sensors import SystemSensors
 from device.vision.embedder import Embedder
 from device.vision.models import make_detector
@@ -75,7 +76,9 @@ class App:
         detector = make_detector(self._load_model("detector"), config.detector)
         embedder = Embedder(self._load_model("embedder"), config.embedder)
         gov = config.governor
-        self.governor = Governor(gov, SystemSensors(gov.sysfs_root), self.clock) if gov.enabled else None
+        # Read on their own thread: the governor, asked for the pace on the frame thread, never waits.
+        self.sensors = SampledSensors(SystemSensors(gov.sysfs_root), gov.interval_s)
+        self.governor = Governor(gov, self.sensors, self.clock) if gov.enabled else None
         self.pace = PaceController(config.pipeline, self.clock, self.governor)
         self.outbox = Outbox(config.state_dir / "outbox.sqlite", config.outbox, self.clock)
         self.pipeline = Pipeline(
@@ -198,6 +201,8 @@ class App:
         """Run until `stop` is set, the duration passes, or a finite source ends."""
         started = self.clock.monotonic()
         self.telemetry.started = started
+        if self.governor is not None:
+            self.sensors.start()
         self.link.start()
         if self.live is not None:
             self.live.start()
@@ -310,6 +315,7 @@ class App:
         if self.agent is not None:
             self.agent.stop()
         self.grabber.stop(timeout=0.5)
+        self.sensors.stop(timeout=0.2)
         if self.live is not None:
             self.live.stop(timeout=0.5)
         self.link.stop(timeout=1.2)

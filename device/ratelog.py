@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 
-def log_rarely(logger: logging.Logger, level: int, count: int, message: str) -> None:
-    """Log `message` with `count` when `count` is a power of two."""
+def log_rarely(logger: logging.Logger, level: int, count: int, message: str, exc_info: bool = False) -> None:
+    """Log `message` with `count` when `count` is a power of two (with the traceback, if asked)."""
     if count > 0 and count & (count - 1) == 0:
-        logger.log(level, "%s (%d so far)", message, count)
+        logger.log(level, "%s (%d so far)", message, count, exc_info=exc_info)

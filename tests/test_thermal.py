@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import statistics
+import threading
 from collections import namedtuple
 from functools import partial
 from pathlib import Path
@@ -26,10 +27,12 @@ from device.thermal.governor import (
     UNDER_VOLTAGE_RUNG,
     Governor,
 )
+from device.thermal.sampler import SampledSensors
 from device.thermal.sensors import FakeSensors, Readings, SystemSensors, Throttle
 from device.thermal.simulator import APEX_TPU, PI4_CPU, PlantParams, PlantSensors, ThermalPlant
 
 from .cli_helpers import appliance
+from .mqtt_helpers import wait_until
 
 # psutil's own result shapes (psutil keeps their classes private, in a module that moved in 7.0).
 shwtemp = namedtuple("shwtemp", ("label", "current", "high", "critical"))
@@ -322,3 +325,58 @@ def test_ambient_steps_of_every_size_stay_safe_and_calm() -> None:
         best = best_steady_rung(after, config, params)
         overshoots += metrics.overshoot_s(run["paces"], step, best, 1800 + metrics.AFTER_STEP_S) > 60
     assert runs >= 150 and overshoots <= runs // 100
+
+
+class StuckSensors:
+    """Sensors whose reads hang after the first, as a `vcgencmd` that never answers does."""
+
+    def __init__(self, readings: Readings) -> None:
+        self.readings = readings
+        self.calls = 0
+        self.inside = threading.Event()  # a read has started and hangs
+        self.release = threading.Event()
+
+    def read(self) -> Readings:
+        self.calls += 1
+        if self.calls > 1:
+            self.inside.set()
+            self.release.wait(10)
+        return self.readings
+
+
+def test_the_frame_thread_never_waits_for_a_sensor_read() -> None:
+    sensors = StuckSensors(Readings(cpu_c=50.0))
+    sampled = SampledSensors(sensors, interval_s=0.01)
+    governor = Governor(GovernorConfig(), sampled, FakeClock())
+    sampled.start()
+    try:
+        assert sensors.inside.wait(5)  # the sampling thread now hangs in a read
+        asked = threading.Thread(target=lambda: [governor.pace() for _ in range(100)])
+        asked.start()
+        asked.join(5)
+        assert not asked.is_alive(), "the pace waited for the sensors"
+        assert governor.readings.cpu_c == 50.0  # decided on the latest readings there are
+    finally:
+        sensors.release.set()
+        sampled.stop()
+
+
+def test_a_sensor_that_raises_is_counted_and_sampling_goes_on() -> None:
+    class Flaky:
+        calls = 0
+
+        def read(self) -> Readings:
+            self.calls += 1
+            if self.calls == 2:
+                raise OSError("sysfs went away for a moment")
+            return Readings(cpu_c=40.0 + self.calls)
+
+    flaky = Flaky()
+    sampled = SampledSensors(flaky, interval_s=0.001)
+    sampled.start()
+    try:
+        assert wait_until(lambda: flaky.calls >= 4)
+        cpu = sampled.read().cpu_c
+        assert sampled.errors == 1 and cpu is not None and cpu >= 43.0
+    finally:
+        sampled.stop()
