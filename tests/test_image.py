@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,25 @@ def test_the_example_appliance_toml_is_a_valid_config() -> None:
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_wheel_carries_every_file_the_packages_read(tmp_path: Path) -> None:
+    """The image (and provision.sh) install the appliance from a wheel, not from the source tree: a data
+    file the code opens next to itself (the live view's page, for one) must be in it. Found by the boot
+    test: the live view's thread died on a missing device/live/static."""
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    (wheel,) = tmp_path.glob("appliance-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        packaged = set(archive.namelist())
+    tracked = subprocess.run(
+        ["git", "ls-files", "device", "pricing"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    data = [name for name in tracked if not name.endswith((".py", ".pyi")) and "/" in name]
+    assert data, "no data files tracked under device/ or pricing/: the check would prove nothing"
+    assert [name for name in data if name not in packaged] == []
