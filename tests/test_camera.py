@@ -278,3 +278,28 @@ def test_grabber_keeps_only_the_latest_frame_and_counts_the_skipped() -> None:
     assert frame is not None
     assert grabber.stats.skipped >= 10
     assert frame.index >= grabber.stats.skipped  # the newest, not the oldest
+
+
+class BuggySource(FlakySource):
+    """A source whose third read raises what no source should: a bug, not a CameraError."""
+
+    def read(self) -> Frame:
+        if self.opens == 1 and self.count == 2:
+            self.count += 1
+            raise ZeroDivisionError("division by zero in a driver")
+        return super().read()
+
+
+def test_an_unexpected_error_restarts_the_camera_thread_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    source = BuggySource(fail_after=10**6)
+    source.open_failures = 0
+    grabber = FrameGrabber(source, Backoff(0.01, 0.05, jitter=0))
+    with caplog.at_level(logging.ERROR, logger="device.supervise"):
+        grabber.start()
+        frames = [f for f in (grabber.take(1.0) for _ in range(40)) if f is not None][:10]
+    grabber.stop()
+    assert len(frames) == 10 and source.opens == 2  # frames again after the restart
+    assert grabber.stats.crashes == 1 and grabber.stats.reopens == 1
+    assert grabber.stats.last_error == "unexpected ZeroDivisionError: division by zero in a driver"
+    [record] = [r for r in caplog.records if "camera thread failed" in r.getMessage()]
+    assert record.exc_info is not None  # logged with its traceback

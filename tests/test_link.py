@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from device.backoff import Backoff
 from device.clock import SystemClock
 from device.config import MqttConfig, OutboxConfig
 from device.errors import LinkError
 from device.link.drain import Drainer
 from device.link.mqtt import Link
-from device.link.outbox import Outbox
+from device.link.outbox import Outbox, Pending
 from device.link.topics import Topics
 from pricing.catalog import CatalogInfo, Item, load_catalog, write_catalog
 from pricing.config import ServiceConfig
@@ -73,3 +75,34 @@ def test_the_pricing_service_names_the_setting_that_cannot_be_used(
     config = ServiceConfig(catalog=catalog, index="exact", **paths)
     with pytest.raises(LinkError, match=error):
         PricingService(config, Pricer(load_catalog(catalog), config))
+
+
+class BrokenOnce(Drainer):
+    """A drainer with a bug that shows once, on the first pump after connecting."""
+
+    failed = False
+
+    def pump(self, publish: Callable[[Pending], int | None]) -> None:
+        if not self.failed:
+            self.failed = True
+            raise KeyError("a bug in the drainer")
+        super().pump(publish)
+
+
+def test_an_unexpected_error_restarts_the_network_thread_and_says_so(
+    broker: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    topics = Topics("appliance", "shop-1")
+    status = Collector(broker.port, topics.status)
+    config = OutboxConfig()
+    drainer = BrokenOnce(Outbox(tmp_path / "outbox.sqlite", config, SystemClock()), config, SystemClock())
+    link = Link(MqttConfig(port=broker.port), topics, dict, drainer, Backoff(0.05, 0.1))
+    with caplog.at_level(logging.ERROR, logger="device.supervise"):
+        link.start()
+        try:
+            status.wait_for(lambda: link.stats.connects >= 2 and link.stats.connected, 10, "a reconnect")
+        finally:
+            link.stop()
+            status.close()
+    assert link.stats.crashes == 1 and link.stats.last_crash == "KeyError: 'a bug in the drainer'"
+    assert any("mqtt thread failed" in r.getMessage() and r.exc_info for r in caplog.records)

@@ -3,11 +3,12 @@
 A camera produces frames at its own pace. If the pipeline is slower, queued frames would only make
 every result later, so the grabber keeps exactly one slot: a new frame replaces an unread one, and
 the replaced frame is counted as skipped. A source that fails is closed and reopened with backoff;
-its state is visible in `status()`.
+its state is in the status and stats. An unexpected exception restarts the thread (device/supervise.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from device.backoff import Backoff
 from device.camera.source import Frame, FrameSource
 from device.errors import CameraError, EndOfStreamError
+from device.supervise import supervised
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,7 @@ class GrabberStats:
     frames: int = 0
     skipped: int = 0
     reopens: int = 0
+    crashes: int = 0  # the camera thread failed unexpectedly and was restarted (device/supervise.py)
     last_error: str = ""
 
 
@@ -40,7 +43,8 @@ class FrameGrabber:
         self._slot: Frame | None = None
         self._cond = threading.Condition()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="camera", daemon=True)
+        run = supervised("camera", self._run, self._stop, self._crashed, backoff)
+        self._thread = threading.Thread(target=run, name="camera", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -88,6 +92,14 @@ class FrameGrabber:
             self._set_state("stopped")
         with self._cond:
             self._cond.notify_all()
+
+    def _crashed(self, reason: str) -> None:
+        """Not a CameraError: a bug or a driver's surprise. The source is closed and, after the
+        supervisor's backoff, opened again; the state says why meanwhile."""
+        self.stats.crashes += 1
+        self._set_state("reopening", f"unexpected {reason}")
+        with contextlib.suppress(Exception):
+            self.source.close()
 
     def _open(self) -> bool:
         try:

@@ -34,6 +34,7 @@ from device.link.outbox import Pending
 from device.link.properties import ObjectProperties
 from device.link.topics import Topics
 from device.ratelog import log_rarely
+from device.supervise import supervised
 from device.wire import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ class LinkStats:
     published: int = 0
     publish_failed: int = 0
     received: int = 0
+    crashes: int = 0  # the network thread failed unexpectedly and was restarted (device/supervise.py)
+    last_crash: str = ""
     # Commands and quotes that arrived while the app's queue was full (a stuck consumer).
     incoming_dropped: int = 0
 
@@ -82,7 +85,8 @@ class Link:
         self._events: deque[tuple[str, Any]] = deque()
         self._stop = threading.Event()
         self._client = self._make_client()
-        self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
+        run = supervised("mqtt", self._run, self._stop, self._crashed)
+        self._thread = threading.Thread(target=run, name="mqtt", daemon=True)
 
     # -- setup -------------------------------------------------------------------------------------
     def _make_client(self) -> GuardedClient:
@@ -181,6 +185,17 @@ class Link:
                 break
             if self.stats.connected:
                 self.drainer.pump(self._publish_pending)
+        self._connection_lost()
+
+    def _crashed(self, reason: str) -> None:
+        """The network thread raised: drop the connection cleanly; the supervisor starts it again."""
+        self.stats.crashes += 1
+        self.stats.last_crash = reason
+        with contextlib.suppress(Exception):
+            self._client.disconnect()
+        self._connection_lost()
+
+    def _connection_lost(self) -> None:
         # Whatever was on the wire is sent again from the outbox after reconnecting; paho must not
         # resend its own copies as well.
         self._client.drop_out_messages()
