@@ -44,6 +44,16 @@ def appliance_toml(site: Site, bad: bool = False) -> str:
 [camera]
 source = "images:/opt/appliance/demo?fps=5"
 
+# Under TCG the default CenterNet takes about 6 s a frame, and a frame with several objects to embed
+# can take longer than WatchdogSec (30 s): systemd would rightly restart the daemon. The int8 person
+# detector and at most two embeddings a second keep every frame well inside it (the boot test proves
+# the system around the models; docs/benchmarks.md has the models' speed).
+[models]
+detector = "ssdlite-person-int8"
+
+[pipeline]
+embed_budget_per_s = 2.0
+
 [mqtt]
 {host_key} = "{HOST_FROM_GUEST}"
 port = {site.port}
