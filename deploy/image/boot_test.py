@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -211,6 +212,9 @@ def main() -> int:
     # (docs/flash-and-boot.md). Where one does, --accel kvm (amd64 on an x86 host only).
     parser.add_argument("--accel", choices=["tcg", "kvm"], default="tcg")
     args = parser.parse_args()
+    # Ended from outside (Ctrl-C, make killed, a CI time-out): the finally below still stops QEMU, the
+    # broker, the pricing service and the model repository.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     image = args.image or ROOT / "dist" / f"appliance-{version}-{args.arch}.img"
     if not image.exists():
