@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from device.commands.bench_support import LoadSpan, check, machine, report_out
 from pricing.index import ExactIndex, NeighbourIndex, make_index
 from pricing.sign_index import SignHnswIndex
+from rigs.report import LoadSpan, check, machine_basics, report_out
 
 CLUSTERS = 10_000
 CHUNK = 100_000
@@ -29,6 +29,12 @@ WARM_UP = 20
 SCAN = ((64, 128), (128, 128), (128, 256), (256, 256), (512, 512))
 Truth = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]  # exact top-K ids and cosines
 QUERY_KINDS = (("typical", 0.6), ("hard", 1.2))
+
+
+def machine() -> dict[str, Any]:
+    from usearch import __version__ as usearch_version  # noqa: PLC0415 - only the benches need it
+
+    return {**machine_basics(), "usearch": usearch_version}
 
 
 def synthetic(items: int, dim: int, rng: np.random.Generator) -> npt.NDArray[np.int8]:

@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 import psutil
 
-from device.commands.bench_broker import local_broker
-from device.commands.bench_support import LoadSpan, check, machine, report_out
 from device.dedupe import Deduplicator
+from pricing.bench import machine
 from pricing.bench_fuzz_rig import AttackPlan, Client, Honest, attacker, pin, write_bench_catalog
+from rigs.broker import local_broker
+from rigs.report import LoadSpan, check, report_out
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCKS = 6  # attack blocks, each beside a quiet one

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from device.clock import SystemClock
-from device.commands.bench_broker import local_broker
 from device.config import MqttConfig, OutboxConfig
 from device.link.drain import Drainer
 from device.link.mqtt import Link
@@ -28,6 +27,7 @@ from pricing.config import ServiceConfig
 from pricing.index import Int8Matrix, NeighbourIndex
 from pricing.pricer import Pricer
 from pricing.service import PricingService
+from rigs.broker import local_broker
 
 INFO = CatalogInfo("efficientnet-lite0-int8", "1.0.0", 0, synthetic=True)
 

@@ -7,8 +7,8 @@ import pwd
 import subprocess
 from pathlib import Path
 
-from device.commands.bench_broker import free_port, mosquitto_binary, wait_for_port
 from device.errors import ApplianceError
+from rigs.broker import free_port, mosquitto_binary, wait_for_port
 
 __all__ = ["Mosquitto", "free_port"]
 

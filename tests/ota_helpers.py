@@ -27,8 +27,8 @@ from typing import Any
 from release.publish import NewRelease, add_release
 from release.repository import Repository
 
-from device.commands.bench_broker import free_port, wait_for_port
 from device.config import Config, load_config
+from rigs.broker import free_port, wait_for_port
 
 from .conftest import DATA, MODELS
 from .daemons import start_daemon

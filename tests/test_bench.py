@@ -16,12 +16,12 @@ from device.commands.bench_ota import gap_figures, ota_checks
 from device.commands.bench_outbox import outbox_checks
 from device.commands.bench_pipeline import payload, pipeline_checks
 from device.commands.bench_soak import soak_checks, soak_figures
-from device.commands.bench_support import PRESSURE_CPU, LoadSpan, load_line, parse_pressure
 from device.commands.bench_thermal import thermal_checks
 from device.images import read_image
 from device.wire import ObjectMessage, encode
 from pricing.bench import pricing_checks
 from pricing.bench_fuzz import fuzz_checks
+from rigs.report import PRESSURE_CPU, LoadSpan, load_line, parse_pressure
 
 from .cli_helpers import appliance
 from .conftest import ROOT

@@ -23,7 +23,7 @@ from boot_vm import HOST_FROM_GUEST, BootTestError, run, wait_for
 from paho.mqtt.enums import CallbackAPIVersion
 
 from device import wire
-from device.commands.bench_broker import free_port
+from rigs.broker import free_port
 from tests.tls_broker import TlsBroker, build_share_guard
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -28,7 +28,7 @@ import boot_checks as checks  # noqa: E402
 from boot_rig import Site, check_no_gaps  # noqa: E402
 from boot_vm import HOST_FROM_GUEST, BootPartition, BootTestError, Machine, prepare_disk, run, wait_for  # noqa: E402
 
-from device.commands.bench_broker import free_port  # noqa: E402
+from rigs.broker import free_port  # noqa: E402
 
 DEVICE_ID = "boot-test-1"
 # Emulated CPUs: an x86-64 guest under TCG runs about 10-20 times slower than the host, an arm64 guest

@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 
 from device.camera.source import Frame
-from device.commands.bench_broker import free_port
-from device.commands.bench_support import check
 from device.config import HttpConfig
 from device.errors import ApplianceError
 from device.live.browser import Chromium
 from device.live.server import Actions, LiveServer
 from device.vision.tracker import Track
+from rigs.broker import free_port
+from rigs.report import check
 
 RATIO_GOAL = 0.95  # processed fps with viewers / without: the frame path's budget for the live view
 TAG_GOAL_MS = 100.0  # quote arrival -> its tag in the page's DOM, p50, on loopback
@@ -41,7 +41,16 @@ class LiveRig:
         if self.server.error is not None or not self.server.url:
             raise ApplianceError(f"bench: the live server did not start: {self.server.error}")
         self._viewers = subprocess.Popen(
-            [sys.executable, "-m", "device.live.viewers", self.server.url.replace("http", "ws", 1) + "ws"],
+            # Nice 19: they stand in for phones, whose work is not the device's; here they share its cores.
+            [
+                "nice",
+                "-n",
+                "19",
+                sys.executable,
+                "-m",
+                "device.live.viewers",
+                self.server.url.replace("http", "ws", 1) + "ws",
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

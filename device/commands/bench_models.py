@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from device.commands.bench_support import LoadSpan, load_line, machine
+from device.commands.bench_support import machine
 from device.commands.context import Context
 from device.images import read_image
 from device.vision.detector import StageTimes
@@ -23,6 +23,7 @@ from device.vision.embedder import Embedder
 from device.vision.geometry import Box
 from device.vision.models import make_detector
 from device.vision.runtime import InterpreterFactory
+from rigs.report import LoadSpan, load_line
 
 SAMPLE = Path(__file__).resolve().parents[2] / "tests" / "data" / "astronaut.png"
 THREADS = (1, 2)

@@ -38,7 +38,7 @@ from release.publish import NewRelease, add_release
 from release.repository import Repository
 
 from device.clock import SystemClock
-from device.commands.bench_support import DEMO, LoadSpan, check, machine, render_frames, report_out
+from device.commands.bench_support import DEMO, machine, render_frames
 from device.config import (
     Config,
     DetectorConfig,
@@ -59,6 +59,7 @@ from device.vision.manifest import Manifest
 from device.vision.models import make_detector
 from device.vision.runtime import InterpreterFactory
 from device.vision.tracker import Tracker
+from rigs.report import LoadSpan, check, report_out
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 EMBEDDER = "efficientnet-lite0-int8"

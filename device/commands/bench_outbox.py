@@ -18,14 +18,15 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from device.clock import SystemClock
-from device.commands.bench_broker import local_broker
-from device.commands.bench_support import LoadSpan, check, machine, report_out
+from device.commands.bench_support import machine
 from device.config import MqttConfig, OutboxConfig
 from device.link.drain import Drainer
 from device.link.mqtt import Link
 from device.link.outbox import Outbox
 from device.link.topics import Topics
 from device.wire import ObjectMessage, decode, encode
+from rigs.broker import local_broker
+from rigs.report import LoadSpan, check, report_out
 
 SAMPLE = Path(__file__).resolve().parents[2] / "tests" / "data" / "wire" / "full_1280.bin"
 # The demo's message rate, measured by `appliance bench pipeline`'s untimed pass: over the demo sequence

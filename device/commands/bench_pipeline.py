@@ -28,16 +28,7 @@ from device.camera.source import Frame
 from device.clock import SystemClock
 from device.commands.bench_live import LiveRig, live_checks, quote_to_tag_ms
 from device.commands.bench_soak import soak, soak_checks
-from device.commands.bench_support import (
-    LoadSpan,
-    check,
-    check_lines,
-    handoff_us,
-    load_line,
-    machine,
-    render_frames,
-    scratch_outbox,
-)
+from device.commands.bench_support import handoff_us, machine, render_frames, scratch_outbox
 from device.commands.context import Context
 from device.link.outbox import Outbox
 from device.pace import PaceController
@@ -49,6 +40,7 @@ from device.vision.models import make_detector
 from device.vision.preprocess import Image, resize_into, to_tensor
 from device.vision.tracker import Track, Tracker
 from device.wire import ObjectMessage, encode
+from rigs.report import LoadSpan, check, check_lines, load_line
 
 ROUNDS = 5  # passes over the frames; the ratios are reported as median, min and max over them
 BLOCK = 40  # frames per turn: short enough that the machine's speed barely moves within one

@@ -13,8 +13,8 @@ from typing import Any
 
 import psutil
 
-from device.commands.bench_broker import local_broker
-from device.commands.bench_support import check
+from rigs.broker import local_broker
+from rigs.report import check
 
 ROOT = Path(__file__).resolve().parents[2]
 # RSS is compared from this point on, once caches, allocator pools and XNNPack's packed weights have

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from device.clock import FakeClock
-from device.commands.bench_support import LoadSpan, check, report_out
 from device.config import GovernorConfig
 from device.errors import InputError
 from device.thermal import metrics
 from device.thermal.governor import LADDER, Governor
 from device.thermal.simulator import APEX_TPU, PI4_CPU, PlantParams, PlantSensors, SensorModel, ThermalPlant
+from rigs.report import LoadSpan, check, report_out
 
 HOUR = 3600
 TRACES = Path(__file__).resolve().parents[1] / "thermal" / "traces"

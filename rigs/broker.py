@@ -1,4 +1,5 @@
-"""A throw-away mosquitto on a free loopback port, for the benchmarks that need a real broker."""
+"""A throw-away mosquitto on a free loopback port: for the benchmarks, the pricing benchmarks, the tests
+and the image boot test alike."""
 
 from __future__ import annotations
 
