@@ -9,8 +9,10 @@ encoded: frames are dropped, never queued.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import struct
 import threading
 import time
@@ -25,6 +27,7 @@ from device.vision.tracker import Track
 
 log = logging.getLogger(__name__)
 
+LIVE_NICE = 10  # the live view's threads' nice value: below the frame path, above nothing else
 HEADER = struct.Struct("<I")  # a frame message: header length, the header as JSON, then the JPEG
 
 
@@ -90,6 +93,13 @@ def frame_message(frame: Frame, tracks: list[Track], quality: int) -> bytes:
     return HEADER.pack(len(encoded)) + encoded + jpeg
 
 
+def yield_to_the_frame_path() -> None:
+    """Nice 10 for the calling thread (Linux nice is per thread): when the cores are busy, the live view
+    waits and the camera, detector and embedder do not. Where it cannot be set, it is not."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LIVE_NICE)
+
+
 class Encoder:
     """One run of the encoder thread: started when the first viewer connects, stopped with the last."""
 
@@ -121,6 +131,7 @@ class Encoder:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        yield_to_the_frame_path()
         last: Frame | None = None
         while not self._stop.is_set():
             began = time.monotonic()

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from device.config import HttpConfig
 from device.control import PaceCommand
 from device.live.auth import Sessions, verify_token
-from device.live.encoder import Encoder, EncoderCounters, FrameSlot, encode_jpeg
+from device.live.encoder import Encoder, EncoderCounters, FrameSlot, encode_jpeg, yield_to_the_frame_path
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,7 @@ class LiveServer:
 
     # -- the server's thread -----------------------------------------------------------------------
     def _run(self) -> None:
+        yield_to_the_frame_path()  # sending frames and answering the page can wait a moment; frames cannot
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         self._loop = loop
