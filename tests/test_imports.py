@@ -1,0 +1,118 @@
+"""The allowed import directions, so that they stay that way (issue 16).
+
+- OTA sees the pipeline only through its port (device/ota/port.py): no module of device.ota imports
+  device.pipeline, and a change to the pipeline's counters cannot silently break rollback.
+- vision, camera and thermal do not know each other: what several of them need (Edge TPU discovery,
+  image files) lives below all three (device/edgetpu.py, device/images.py, ...).
+- The pricing service imports from the firmware only what it shares with it on purpose: the wire
+  contract (wire, dedupe, the epoch property), the shared MQTT client, the embedder with what it takes
+  to run it on catalog photos (vision, the model configs, image files), and the foundations every part
+  stands on (the one exception tree and its CLI translation, percentiles, the rate-limited log).
+  Its benchmarks may also drive the device's real link (outbox, drainer, MQTT link), which is what they
+  measure the quote round trip through.
+- Rigs, the pricing service and the rest of the firmware do not import device.commands; shared rigs
+  are in `rigs`.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT
+
+PRICING_MAY_USE = (
+    "device.wire",
+    "device.dedupe",
+    "device.link.properties",
+    "device.link.client",
+    "device.link.guarded",
+    "device.vision",
+    "device.config",
+    "device.images",
+    "device.image_header",
+    "device.errors",
+    "device.cli_main",
+    "device.metrics",
+    "device.ratelog",
+)
+PRICING_BENCH_MAY_ALSO_USE = ("device.link", "device.clock")
+
+
+def imports(path: Path) -> Iterator[str]:
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+
+
+def modules(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def under(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def offenders(package: str, forbidden: tuple[str, ...]) -> list[str]:
+    return [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in modules(package)
+        for name in imports(path)
+        if under(name, forbidden)
+    ]
+
+
+def test_ota_does_not_import_the_pipeline() -> None:
+    assert offenders("device/ota", ("device.pipeline",)) == []
+
+
+@pytest.mark.parametrize(
+    ("package", "others"),
+    [
+        ("device/vision", ("device.camera", "device.thermal")),
+        ("device/camera", ("device.vision", "device.thermal")),
+        ("device/thermal", ("device.vision", "device.camera")),
+    ],
+)
+def test_vision_camera_and_thermal_do_not_import_each_other(package: str, others: tuple[str, ...]) -> None:
+    assert offenders(package, others) == []
+
+
+def test_pricing_imports_only_what_the_firmware_shares_on_purpose() -> None:
+    found = []
+    for path in modules("pricing"):
+        allowed = PRICING_MAY_USE + (PRICING_BENCH_MAY_ALSO_USE if path.name.startswith("bench") else ())
+        found += [
+            f"{path.relative_to(ROOT)} imports {name}"
+            for name in imports(path)
+            if under(name, ("device",)) and not under(name, allowed)
+        ]
+    assert found == []
+
+
+def test_rigs_and_the_pricing_service_do_not_import_the_appliances_commands() -> None:
+    """Editing a benchmark must not break the tests' rigs or the pricing service (tests that test a
+    command import it, of course)."""
+    found = []
+    for package in ("pricing", "rigs", "models/release", "deploy/image"):
+        found += offenders(package, ("device.commands",))
+    for path in modules("tests"):
+        if not path.name.startswith("test_"):  # conftest and the rigs beside it
+            found += [
+                f"{path.relative_to(ROOT)} imports {n}"
+                for n in imports(path)
+                if under(n, ("device.commands",))
+            ]
+    for path in modules("device"):
+        if "commands" not in path.parts and path.name not in ("cli.py", "cli_main.py", "__main__.py"):
+            found += [
+                f"{path.relative_to(ROOT)} imports {n}"
+                for n in imports(path)
+                if under(n, ("device.commands",))
+            ]
+    assert found == []
