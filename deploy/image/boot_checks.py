@@ -54,10 +54,10 @@ def journal(vm: Machine, name: str, since: str = "") -> str:
 
 def ready_seconds(vm: Machine) -> list[float]:
     """When systemd took READY=1 from the daemon, in seconds since the kernel started: for Type=notify
-    it logs "Started <description>" only then."""
+    it logs "Started appliance.service - <description>" only then."""
     text = journal(vm, "appliance")
     return [
-        float(m.group(1)) for m in re.finditer(r"^\[\s*([\d.]+)\].*Started Edge-AI appliance", text, re.M)
+        float(m.group(1)) for m in re.finditer(r"^\[\s*([\d.]+)\].*Started appliance\.service", text, re.M)
     ]
 
 

@@ -113,7 +113,7 @@ def first_boot(vm: Machine, site: Site, root_size: int, slow: float, results: di
         raise BootTestError(f"the daemon runs as {user}, not appliance")
     ready = checks.ready_seconds(vm)
     if not ready:
-        raise BootTestError("no READY in the journal (no 'Started Edge-AI appliance' line)")
+        raise BootTestError("no READY in the journal (no 'Started appliance.service' line)")
     results["ready_after_kernel_s"] = ready[0]
     results["secrets"] = checks.secrets(vm)
     results["password_login"] = checks.password_login_refused(vm)
