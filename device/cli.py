@@ -13,6 +13,7 @@ from pathlib import Path
 
 from device import __version__
 from device.cli_main import run_main
+from device.kinds import MODEL_KINDS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ota", help="signed model updates: check, status, rollback, pin")
     p.add_argument("action", choices=["check", "status", "rollback", "pin"])
-    p.add_argument("kind", nargs="?", choices=["detector", "embedder"], help="for rollback and pin")
+    p.add_argument("kind", nargs="?", choices=list(MODEL_KINDS), help="for rollback and pin")
     p.add_argument("version", nargs="?", help="for pin: the version (leave out to clear the pin)")
     p.add_argument("--json", action="store_true")
 

@@ -34,6 +34,7 @@ from pydantic import (
 from device.devicespec import parse_device_spec
 from device.errors import ConfigError
 from device.image_header import DEFAULT_MAX_PIXELS
+from device.kinds import MODEL_KINDS, Kind
 
 ENV_PREFIX = "APPLIANCE_"
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -201,7 +202,7 @@ class OtaConfig(_Section):
     # whatever the network serves.
     trusted_root: PathValue | None = None
     channel: str = Field(default="stable", pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
-    kinds: tuple[Literal["detector", "embedder"], ...] = ("detector", "embedder")
+    kinds: tuple[Kind, ...] = MODEL_KINDS
     interval_s: float = Field(default=3600.0, gt=0)
     jitter: float = Field(default=0.2, ge=0.0, le=1.0)  # +-20% spreads a fleet's checks out
     max_target_bytes: int = Field(default=64 * 1024 * 1024, gt=0)  # refused before downloading
@@ -282,7 +283,7 @@ class Config(_Section):
     # One MQTT topic level (no /, +, # or $), and not one of RESERVED_DEVICE_IDS.
     device_id: str = Field(default="demo-001", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    # Persistent state: sequence numbers, (later) the outbox and model slots.
+    # Persistent state: the outbox, the sequence floor, OTA's model slots and journal.
     state_dir: PathValue = Path("/var/lib/appliance")
     runtime: RuntimeConfig = RuntimeConfig()
     models: ModelsConfig = ModelsConfig()

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from device.kinds import Kind
 from device.link.mqtt import Incoming
 from device.link.topics import Topics
 from device.pace import DEFAULT_OVERRIDE_S, PaceController
@@ -38,7 +39,7 @@ class OtaCommand(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["detector", "embedder"]
+    kind: Kind
     version: str | None = Field(default=None, pattern=r"^\d+\.\d+\.\d+$")
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from device.config import Config
 from device.errors import AcceleratorError, ApplianceError
+from device.kinds import MODEL_KINDS
 from device.ota.engine import Engine
 from device.pipeline import Pipeline
 from device.thermal.sensors import Readings
@@ -57,7 +58,7 @@ class TpuFailover:
     def _move(self, reason: str) -> None:
         factory = InterpreterFactory(self.config.runtime.model_copy(update={"device": "cpu"}))
         moved: dict[str, Detector | Embedder] = {}
-        for kind in ("detector", "embedder"):
+        for kind in MODEL_KINDS:
             try:
                 model = self.engine.load(kind, factory)
             except ApplianceError as exc:

@@ -1,8 +1,8 @@
 """The pace: how hard the pipeline may work right now, and why.
 
 The pipeline reads `PaceController.current()` once per frame. The pace comes from the config, can be
-overridden by an operator (`cmd/pace`, with an expiry, and `cmd/pause` / `cmd/resume`), and, once the
-thermal governor lands, from the device's temperatures and battery.
+overridden by an operator (`cmd/pace`, with an expiry, and `cmd/pause` / `cmd/resume`), and comes from
+the thermal governor (device/thermal/governor.py) when it is on: the device's temperatures and battery.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 and hand each embedding to the sink as an object message.
 
 The pipeline owns no thread and no I/O: the app feeds it frames from the camera's latest-frame slot,
-and the sink (the link, later the outbox) owns delivery. Models can be swapped between frames.
+and the sink (the durable outbox, drained by the link) owns delivery. Models can be swapped between frames.
 """
 
 from __future__ import annotations
@@ -116,11 +116,11 @@ class Pipeline:
         started = time.perf_counter()
         self.last_invoke_ms = 0.0
         detections = self._detect(frame) if self.counters.frames % pace.detect_every == 0 else None
-        tracked = time.perf_counter()
+        detected = time.perf_counter()
         tracks = self.tracker.step(detections, frame.width, frame.height)
-        embedded = time.perf_counter()
-        self.stage_ms["detect"].add((tracked - started) * 1e3)
-        self.stage_ms["track"].add((embedded - tracked) * 1e3)
+        tracked = time.perf_counter()
+        self.stage_ms["detect"].add((detected - started) * 1e3)
+        self.stage_ms["track"].add((tracked - detected) * 1e3)
         self._embed_due(frame, tracks, pace)
         self._forget_gone(tracks)
         self.counters.frames += 1

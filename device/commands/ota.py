@@ -19,6 +19,7 @@ from typing import Any
 from device.commands.context import config_path
 from device.config import Config, load_config
 from device.errors import ConfigError, RegistryUnavailableError, UpdateBusyError, UpdateError
+from device.kinds import MODEL_KINDS
 from device.ota.engine import Engine
 from device.ota.journal import exit_code
 from device.ota.locks import WAIT_S as LOCK_WAIT_S
@@ -63,7 +64,7 @@ def _check(engine: Engine, as_json: bool) -> int:
 
 def status(engine: Engine, config: Config) -> dict[str, Any]:
     models = {}
-    for kind in ("detector", "embedder"):
+    for kind in MODEL_KINDS:
         _, model_id, version = engine.active(kind)
         models[kind] = {
             "id": model_id,
@@ -86,7 +87,7 @@ def _pin(engine: Engine, kind: str, version: str | None) -> dict[str, Any]:
 
 
 def _kind(kind: str | None) -> str:
-    if kind not in ("detector", "embedder"):
+    if kind not in MODEL_KINDS:
         raise ConfigError("name the kind of model: detector or embedder")
     return kind
 

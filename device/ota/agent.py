@@ -27,6 +27,7 @@ from typing import Any
 from device.clock import Clock
 from device.config import Config
 from device.errors import ApplianceError, RegistryUnavailableError, UpdateBusyError, UpdateError
+from device.kinds import MODEL_KINDS
 from device.ota.engine import Activation, Engine
 from device.ota.health import MIN_INVOKES, HealthWatch
 from device.ota.locks import WAIT_S as LOCK_WAIT_S
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 
 MIN_TRIGGER_GAP_S = 10.0  # a burst of notices or commands costs one check
 BUSY_RETRY_S = 5.0  # `appliance ota` held the lock
-KINDS = ("detector", "embedder")
 
 
 class Agent:
@@ -55,7 +55,7 @@ class Agent:
         self.state = "idle"
         self.last_error = ""
         self.windows: dict[str, HealthWatch] = {}
-        self.loaded = {kind: engine.slots.current(kind) for kind in KINDS}
+        self.loaded: dict[str, str | None] = {kind: engine.slots.current(kind) for kind in MODEL_KINDS}
         self._wake = threading.Event()
         self._commands: queue.Queue[tuple[str, str, str | None]] = queue.Queue()
         self._stop = threading.Event()
@@ -215,10 +215,10 @@ class Agent:
     def _follow_slots(self) -> None:
         """`appliance ota check|rollback` (or our own check) changed a slot: load what it now points
         at. Compared again under the update lock, so an activation is never seen half done."""
-        if all(self.engine.slots.current(kind) == self.loaded[kind] for kind in KINDS):
+        if all(self.engine.slots.current(kind) == self.loaded[kind] for kind in MODEL_KINDS):
             return
         with self.engine.locked(LOCK_WAIT_S), self._mutex:
-            for kind in KINDS:
+            for kind in MODEL_KINDS:
                 if self.engine.slots.current(kind) == self.loaded[kind]:
                     continue
                 model = self.engine.load(kind)

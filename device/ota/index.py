@@ -23,6 +23,7 @@ from tuf.ngclient import Updater
 
 from device import __version__
 from device.errors import RegistryUnavailableError, UpdateError
+from device.kinds import MODEL_KINDS
 from device.ota.release import CUSTOM_KEY, ReleaseInfo, one_line, parse_release
 
 log = logging.getLogger(__name__)
@@ -117,5 +118,5 @@ def _claimed(custom: object) -> tuple[str, str]:
     if not isinstance(raw, dict):
         return "", ""
     kind, version = raw.get("kind"), raw.get("version")
-    kind = kind if kind in ("detector", "embedder") else ""
+    kind = kind if kind in MODEL_KINDS else ""
     return kind, version if isinstance(version, str) and len(version) <= 32 else ""

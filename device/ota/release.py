@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from device.errors import UpdateError
+from device.kinds import Kind
 from device.vision.manifest import Adapter, Source, TensorSpec
 
 CUSTOM_KEY = "appliance"
@@ -123,7 +124,7 @@ class ModelSpec(_Strict):
 
 class ReleaseInfo(_Strict):
     model_id: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,63}$")
-    kind: Literal["detector", "embedder"]
+    kind: Kind
     version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
     # Channel -> rollout percent. Promoting adds a channel; halting sets `halted`.
     channels: dict[str, int]

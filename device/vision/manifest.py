@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from device.errors import ManifestError, ModelError
+from device.kinds import Kind
 
 Adapter = Literal["ssd", "centernet", "centernet-heatmap", "embedder"]
 
@@ -46,7 +47,7 @@ class Source(_Strict):
 class ModelEntry(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,63}$")
     version: str
-    kind: Literal["detector", "embedder"]
+    kind: Kind
     adapter: Adapter
     file: Path
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
