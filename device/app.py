@@ -2,7 +2,8 @@
 
 Threads: `camera` (FrameGrabber: reads the source, keeps the latest frame), `mqtt` (Link: network
 loop and reconnects), `http` (the live view, device/live/, with its `live-encoder` while someone
-watches), and the caller's thread, which runs the pipeline, the commands and the stats.
+watches), `sensors` (device/thermal/sampler.py), `control` (commands and quotes), `stats` (snapshot,
+outbox expiry, publishing), `ota`, and the caller's thread, which runs the pipeline and nothing else slow.
 SIGTERM sets the stop event; everything is down within 2 s when each part stops as it should (tests/
 test_daemon.py), and the parts' own stop timeouts bound it at 4.4 s (OTA 2, link 1.2, camera and live view
 0.5 each, sensors 0.2), under systemd's TimeoutStopSec.
@@ -36,6 +37,7 @@ from device.ota.agent import Agent
 from device.ota.engine import Engine
 from device.pace import PaceController
 from device.pipeline import Pipeline
+from device.supervise import supervised
 from device.telemetry import Telemetry, models_status
 from device.thermal.governor import Governor
 from device.thermal.sampler import SampledSensors
@@ -53,7 +55,8 @@ MAX_FAILING_FRAMES = 50  # in a row: the pipeline is broken, let systemd restart
 
 @dataclass
 class Observers:
-    """Hooks for `appliance run --live` and tests: called on the app thread, never from paho's."""
+    """Hooks for `appliance run --live` and tests, called on the app's own threads (objects on the
+    frame thread, quotes on the control thread, stats on the stats thread), never from paho's."""
 
     on_object: Callable[[ObjectMessage], None] | None = None
     on_quote: Callable[[dict[str, Any]], None] | None = None
@@ -116,6 +119,8 @@ class App:
         self._frames_at = self._pinged_at = -1e18
         self._failing = 0  # consecutive frames that raised
         self._control_thread = threading.Thread(target=self._control_loop, name="control", daemon=True)
+        stats = supervised("stats", self._stats_loop, self._stopping, lambda _why: None)
+        self._stats_thread = threading.Thread(target=stats, name="stats", daemon=True)
         self.telemetry = Telemetry(
             config.device_id, self.clock, self.pipeline, self.grabber, self.link, self.governor, self._ota
         )
@@ -210,6 +215,7 @@ class App:
             self.live.start()
         self.grabber.start()
         self._control_thread.start()
+        self._stats_thread.start()
         if self.agent is not None:
             self.agent.start()
         self.notifier.ready(f"running: device {self.config.device_id}, source {self.grabber.source.name}")
@@ -219,26 +225,11 @@ class App:
             self.config.device_id,
             self.grabber.source.name,
         )
-        next_stats = started + self.config.mqtt.stats_interval_s
         try:
             while not stop.is_set():
                 now = self.clock.monotonic()
                 if duration is not None and now - started >= duration:
                     break
-                if now >= next_stats:
-                    self.outbox.expire()
-                    snapshot = self.telemetry.snapshot()
-                    if self.live is not None:
-                        snapshot["live"] = self.live.figures()
-                        self.live.stats(snapshot)
-                    self.link.publish_stats(snapshot)
-                    if self.observers.on_stats is not None:
-                        self.observers.on_stats(snapshot)
-                    self.notifier.status(
-                        f"{snapshot['fps']['processed']:.1f} fps, outbox {snapshot['outbox']['depth']}, "
-                        f"camera {snapshot['camera']['state']}, pace: {snapshot['pace']['reason']}"
-                    )
-                    next_stats = now + self.config.mqtt.stats_interval_s
                 self._service()
                 if self._step(stop):
                     self._frames_at = self.clock.monotonic()
@@ -247,6 +238,22 @@ class App:
                 self._heartbeat()
         finally:
             self.shutdown()
+
+    def _stats_loop(self) -> None:
+        """Expiry (an SQLite DELETE) and the stats snapshot, every stats interval, off the frame thread."""
+        while not self._stopping.wait(self.config.mqtt.stats_interval_s):
+            self.outbox.expire()
+            snapshot = self.telemetry.snapshot()
+            if self.live is not None:
+                snapshot["live"] = self.live.figures()
+                self.live.stats(snapshot)
+            self.link.publish_stats(snapshot)
+            if self.observers.on_stats is not None:
+                self.observers.on_stats(snapshot)
+            self.notifier.status(
+                f"{snapshot['fps']['processed']:.1f} fps, outbox {snapshot['outbox']['depth']}, "
+                f"camera {snapshot['camera']['state']}, pace: {snapshot['pace']['reason']}"
+            )
 
     def _control_loop(self) -> None:
         """Commands and quotes are handled as they arrive, on their own thread: on the frame loop they

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections import deque
 from dataclasses import dataclass
 
@@ -121,13 +122,16 @@ class Governor:
         self._same = 0
         self._unknown_why = ""
         self._pace = self._make_pace()
+        self._lock = threading.Lock()
 
     def pace(self) -> Pace:
-        now = self.clock.monotonic()
-        if now >= self._next_read:
-            self._next_read = now + self.config.interval_s
-            self.update(self.sensors.read(), now)
-        return self._pace
+        """Any thread (the frame loop, the stats, the status): one decision at a time."""
+        with self._lock:
+            now = self.clock.monotonic()
+            if now >= self._next_read:
+                self._next_read = now + self.config.interval_s
+                self.update(self.sensors.read(), now)
+            return self._pace
 
     def update(self, readings: Readings, now: float) -> None:
         self.readings = readings
