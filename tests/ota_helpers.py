@@ -27,7 +27,14 @@ from typing import Any
 from release.publish import NewRelease, add_release
 from release.repository import Repository
 
-from device.config import Config, load_config
+from device.clock import Clock, SystemClock
+from device.config import Config, DetectorConfig, EmbedderConfig, PipelineConfig, TrackerConfig, load_config
+from device.pace import PaceController
+from device.pipeline import Pipeline
+from device.vision.embedder import Embedder
+from device.vision.models import make_detector
+from device.vision.runtime import LoadedModel
+from device.vision.tracker import Tracker
 from rigs.broker import free_port, wait_for_port
 
 from .conftest import DATA, MODELS
@@ -368,3 +375,13 @@ def last_outcome(status: dict[str, Any]) -> str:
 
 def ota_config(url: str, repo: Repository, state: Path, **extra: str) -> Config:
     return load_config(environ=ota_env(url, repo, state, **extra))
+
+
+def light_pipeline(load: Callable[[str], LoadedModel], clock: Clock | None = None) -> Pipeline:
+    """The person SSD and the embedder, the lightest models there are, for tests of swaps and windows."""
+    clock = clock or SystemClock()
+    config = PipelineConfig()
+    detector = make_detector(load("ssdlite-person-int8"), DetectorConfig())
+    embedder = Embedder(load("efficientnet-lite0-int8"), EmbedderConfig())
+    pace = PaceController(config, clock)
+    return Pipeline(detector, embedder, Tracker(TrackerConfig()), pace, lambda m: m, config, clock)

@@ -14,18 +14,11 @@ from pathlib import Path
 import pytest
 
 from device.camera.source import Frame
-from device.clock import SystemClock
-from device.config import DetectorConfig, EmbedderConfig, PipelineConfig, TrackerConfig
 from device.ota.engine import Engine
 from device.ota.faults import STEPS
-from device.pace import PaceController
-from device.pipeline import Pipeline
-from device.vision.embedder import Embedder
 from device.vision.manifest import Manifest
-from device.vision.models import make_detector
 from device.vision.preprocess import Image
 from device.vision.runtime import InterpreterFactory, LoadedModel
-from device.vision.tracker import Tracker
 
 from .broker import Mosquitto
 from .conftest import ROOT
@@ -34,6 +27,7 @@ from .ota_helpers import (
     daemon_rig,
     embedder_version,
     last_outcome,
+    light_pipeline,
     new_repo,
     ota_config,
     ota_env,
@@ -130,21 +124,6 @@ def test_a_crash_during_the_health_window_rolls_back_at_the_next_start(
         engine = Engine(ota_config(rig.url, repo, rig.state))
     assert engine.slots.current("embedder") is None
     assert "efficientnet-lite0-int8@1.1.0" in engine.journal.state.refused  # not taken again
-
-
-def light_pipeline(load: Callable[[str], LoadedModel]) -> Pipeline:
-    clock, config = SystemClock(), PipelineConfig()
-    detector = make_detector(load("ssdlite-person-int8"), DetectorConfig())
-    embedder = Embedder(load("efficientnet-lite0-int8"), EmbedderConfig())
-    return Pipeline(
-        detector,
-        embedder,
-        Tracker(TrackerConfig()),
-        PaceController(config, clock),
-        lambda m: m,
-        config,
-        clock,
-    )
 
 
 def test_frames_keep_flowing_through_a_swap(

@@ -2,43 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from device.clock import FakeClock
-from device.config import DetectorConfig, OtaConfig, PipelineConfig, TrackerConfig
+from device.config import OtaConfig
 from device.ota.health import MIN_INVOKES, HealthWatch
-from device.pace import PaceController
-from device.pipeline import Pipeline
 from device.vision.embedder import Embedder
-from device.vision.models import make_detector
-from device.vision.runtime import LoadedModel
-from device.vision.tracker import Tracker
 
 from .broker import Mosquitto
-from .ota_helpers import daemon_rig, last_outcome, new_repo, release
+from .ota_helpers import daemon_rig, last_outcome, light_pipeline, new_repo, release
 
 OTA = OtaConfig(health_window_s=60, health_min_frames=10, max_errors=3, latency_regression=1.5)
 
 
-def pipeline(load_model: Callable[[str], LoadedModel], embedder: Embedder) -> Pipeline:
-    clock = FakeClock()
-    detector = make_detector(load_model("ssdlite-person-int8"), DetectorConfig())
-    config = PipelineConfig()
-    return Pipeline(
-        detector,
-        embedder,
-        Tracker(TrackerConfig()),
-        PaceController(config, clock),
-        lambda m: m,
-        config,
-        clock,
-    )
-
-
 def test_errors_in_the_window_roll_back_at_once(load_model: Any, embedder: Embedder) -> None:
-    p = pipeline(load_model, embedder)
+    p = light_pipeline(load_model, FakeClock())
     watch = HealthWatch.open("detector", "1.1.0", 0.0, p, baseline_ms=5.0)
     p.counters.errors += 2
     assert watch.verdict(1.0, p, OTA) is None
@@ -48,7 +27,7 @@ def test_errors_in_the_window_roll_back_at_once(load_model: Any, embedder: Embed
 
 
 def test_no_verdict_without_enough_frames_or_time(load_model: Any, embedder: Embedder) -> None:
-    p = pipeline(load_model, embedder)
+    p = light_pipeline(load_model, FakeClock())
     watch = HealthWatch.open("detector", "1.1.0", 0.0, p, baseline_ms=5.0)
     p.counters.frames += 9
     assert watch.verdict(120.0, p, OTA) is None  # the camera was down: no evidence, no verdict
@@ -65,7 +44,7 @@ def test_no_verdict_without_enough_frames_or_time(load_model: Any, embedder: Emb
 def test_a_model_too_rarely_invoked_to_time_is_judged_on_errors_after_three_windows(
     load_model: Any, embedder: Embedder
 ) -> None:
-    p = pipeline(load_model, embedder)
+    p = light_pipeline(load_model, FakeClock())
     watch = HealthWatch.open("embedder", "1.1.0", 0.0, p, baseline_ms=5.0)
     p.counters.frames += 100
     p.invoke_ms["embedder"].add(50.0)
@@ -75,7 +54,7 @@ def test_a_model_too_rarely_invoked_to_time_is_judged_on_errors_after_three_wind
 
 
 def test_a_slower_model_rolls_back_at_the_end_of_the_window(load_model: Any, embedder: Embedder) -> None:
-    p = pipeline(load_model, embedder)
+    p = light_pipeline(load_model, FakeClock())
     watch = HealthWatch.open("detector", "1.1.0", 0.0, p, baseline_ms=4.0)
     p.counters.frames += 10
     for _ in range(MIN_INVOKES):
