@@ -67,7 +67,8 @@ def test_bench_pipeline_reports_every_figure() -> None:
     message = report["message"]
     assert message["published"] >= 1 and message["bytes"] == 1373
     assert message["jpeg_over_message"]["p10"] <= message["jpeg_over_message"]["median"]
-    assert report["non_inference_ms"]["median"] > 0
+    host = report["non_inference_ms"]
+    assert 0 < host["median"] <= host["p90"] <= host["p99"]
     assert set(report["machine_load"]) == {"start", "end"}
     assert [c["check"] for c in report["checks"]] == [c["check"] for c in pipeline_checks(report)]
 

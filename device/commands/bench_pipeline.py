@@ -308,6 +308,7 @@ def _results(
         "non_inference_ms": {
             "median": round(statistics.median(times.host_ms) + handoff / 1000, 4),
             "p90": round(float(np.percentile(times.host_ms, 90)), 4),
+            "p99": round(float(np.percentile(times.host_ms, 99)), 4),
             "handoff_us": round(handoff, 2),
         },
         "frame_to_publish_ms": {
