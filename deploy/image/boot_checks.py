@@ -3,10 +3,12 @@ Each waits with a deadline and raises BootTestError naming what it saw."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from boot_vm import BootTestError, Machine, wait_for
 
@@ -165,8 +167,10 @@ def outbox_depth(vm: Machine) -> int:
     return int(vm.ssh(f'{AS_APPLIANCE} /opt/appliance/.venv/bin/python -c "{query}"').stdout.strip())
 
 
-def model_slots(vm: Machine) -> str:
-    return vm.ssh(f"{AS_APPLIANCE} {APP} ota status --json").stdout
+def model_slots(vm: Machine) -> dict[str, Any]:
+    """The active model of each kind, its version and slot (`appliance ota status`, less its clocks)."""
+    models: dict[str, Any] = json.loads(vm.ssh(f"{AS_APPLIANCE} {APP} ota status --json").stdout)["models"]
+    return models
 
 
 def bad_config(vm: Machine, timeout: float) -> Unit:

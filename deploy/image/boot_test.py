@@ -158,7 +158,7 @@ def model_update(vm: Machine, site: Site, slow: float, results: dict[str, Any]) 
 
     wait_for("the device to run embedder 1.1.0 (status)", updated, 600 * slow, 2)
     results["model_update_s"] = round(time.monotonic() - released, 1)
-    slots = json.loads(checks.model_slots(vm))["models"]["embedder"]
+    slots = checks.model_slots(vm)["embedder"]
     if slots["slot"] == "bundled" or slots["version"] != "1.1.0":
         raise BootTestError(f"after the update the embedder's slot is {slots}")
     quotes = len(site.log.quotes_out)
