@@ -43,8 +43,10 @@ lint: install
 typecheck: install
 	$(BIN)/python -m mypy
 
+# Four workers (pytest-xdist) in a random order (pytest-randomly): PYTEST_ARGS='-p no:randomly -n0' to debug.
+PYTEST_ARGS ?= -n 4
 pytest: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
