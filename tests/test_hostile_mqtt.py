@@ -10,17 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
-from device.link.tcp import disable_nagle
 from device.wire import CONTENT_TYPE, encode
+from pricing.bench_fuzz_rig import Client
 from pricing.catalog import CatalogInfo, Item, load_catalog, write_catalog
 from pricing.config import ServiceConfig
-from pricing.fuzz import Attack, corpus, properties, template
+from pricing.fuzz import Attack, corpus, template
 from pricing.pricer import Pricer
 from pricing.service import PricingService
 
@@ -48,46 +44,30 @@ def service(broker: Mosquitto, tmp_path: Path) -> Iterator[PricingService]:
 
 
 class Device:
-    """A well-behaved device: one object message, then wait for its quote (or fail at the deadline)."""
+    """A well-behaved device: one object message, then wait for its quote (or fail at the deadline). The
+    fuzz benchmark's client (pricing/bench_fuzz_rig.py) underneath: one MQTT rig for both."""
 
     def __init__(self, port: int, device_id: str) -> None:
         self.device_id = device_id
-        self.quotes: queue.Queue[dict[str, Any]] = queue.Queue()
-        subscribed = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv5)
-        self.client.on_message = lambda _c, _u, m: self.quotes.put(json.loads(m.payload))
-        self.client.on_subscribe = lambda *_: subscribed.set()
-        self.client.on_socket_open = disable_nagle  # else each PUBACK round trip waits ~40 ms
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        self.client.subscribe(f"appliance/{device_id}/quotes", qos=1)
-        assert subscribed.wait(5), "no SUBACK"
+        self.quotes = f"appliance/{device_id}/quotes"
+        self.link = Client(port, device_id, subscribe=self.quotes)
 
     def send(self, seq: int, attack: Attack | None = None) -> None:
-        if attack is None:
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            props.ContentType = CONTENT_TYPE
-            props.ResponseTopic = f"appliance/{self.device_id}/quotes"
-            props.CorrelationData = seq.to_bytes(8, "little")
-            payload = encode(BASE.with_seq(seq))
-        else:
-            props, payload = properties(attack), attack.payload
-        topic = f"appliance/{self.device_id}/objects"
-        self.client.publish(topic, payload, qos=1, properties=props).wait_for_publish(5)
+        attack = attack or Attack("honest", encode(BASE.with_seq(seq)), response_topic=self.quotes)
+        self.link.send(attack).wait_for_publish(5)
 
     def quote_for(self, seq: int, timeout: float = 5.0) -> dict[str, Any]:
         self.send(seq)
         while True:
             try:
-                quote = self.quotes.get(timeout=timeout)
+                quote: dict[str, Any] = json.loads(self.link.received.get(timeout=timeout).payload)
             except queue.Empty:
                 raise AssertionError(f"{self.device_id}: no quote for seq {seq} within {timeout} s") from None
             if quote["seq"] == seq:
                 return quote
 
     def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+        self.link.close()
 
 
 @pytest.mark.parametrize(
