@@ -243,13 +243,9 @@ def test_the_daemon_over_tls_with_its_certificate(tls_broker: TlsBroker, certs: 
         APPLIANCE_MQTT__KEY_FILE=str(certs / "dev-a.key"),
     )
     daemon = start_daemon(env, log=tmp_path / "daemon.log")
-    try:
-        wait_until(lambda: pricing.messages, 60)
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(10) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
+    wait_until(lambda: pricing.messages, 60)
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(10) == 0
     pricing.close()
     topic, payload = pricing.messages[0]
     assert topic == "appliance/dev-a/objects" and decode(payload).dim == 1280

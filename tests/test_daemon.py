@@ -160,23 +160,19 @@ def test_commands_pause_resume_pace_and_malformed(
 def test_unreachable_broker_at_start_keeps_retrying_quietly(tmp_path: Path) -> None:
     port = free_port()
     process = start_daemon(daemon_env(port, tmp_path / "state"), log=tmp_path / "daemon.log")
-    try:
-        assert wait_until(lambda: log_of(tmp_path).count("retrying in") >= 3, 60), log_of(tmp_path)[-2000:]
-        assert process.poll() is None, log_of(tmp_path)
-        # One line per backoff step, each step longer (0.2, 0.4, 0.8 s +-20%): quiet, not a flood.
-        delays = [float(d) for d in re.findall(r"retrying in ([0-9.]+) s", log_of(tmp_path))]
-        assert delays[0] >= 0.1 and delays[1] > delays[0] and delays[2] > delays[1], delays
-        (tmp_path / "late").mkdir()
-        late_broker = Mosquitto(tmp_path / "late", port=port)
-        late_broker.start()
-        collector = Collector(port)
-        collector.wait_for(
-            lambda: len(collector.on(f"{TOPIC}/objects")) >= 1, 30, "objects once the broker is up"
-        )
-        collector.close()
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(10) == 0
-        late_broker.stop()
-    finally:
-        if process.poll() is None:
-            process.kill()
+    assert wait_until(lambda: log_of(tmp_path).count("retrying in") >= 3, 60), log_of(tmp_path)[-2000:]
+    assert process.poll() is None, log_of(tmp_path)
+    # One line per backoff step, each step longer (0.2, 0.4, 0.8 s +-20%): quiet, not a flood.
+    delays = [float(d) for d in re.findall(r"retrying in ([0-9.]+) s", log_of(tmp_path))]
+    assert delays[0] >= 0.1 and delays[1] > delays[0] and delays[2] > delays[1], delays
+    (tmp_path / "late").mkdir()
+    late_broker = Mosquitto(tmp_path / "late", port=port)
+    late_broker.start()
+    collector = Collector(port)
+    collector.wait_for(
+        lambda: len(collector.on(f"{TOPIC}/objects")) >= 1, 30, "objects once the broker is up"
+    )
+    collector.close()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(10) == 0
+    late_broker.stop()

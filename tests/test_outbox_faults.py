@@ -80,24 +80,20 @@ def test_a_broker_outage_loses_nothing(persistent_broker: Mosquitto, tmp_path: P
     rate = backlog // 5
     env = daemon_env(persistent_broker.port, state, **BUSY, APPLIANCE_OUTBOX__DRAIN_RATE_PER_S=str(rate))
     daemon = start_daemon(env, log=tmp_path / "daemon.log")
-    try:
-        collector.wait_for(lambda: len(seqs_of(collector)) >= 10, 60, "objects before the outage")
-        persistent_broker.stop()
-        # Frames keep coming; the outbox keeps every embedding.
-        collector.wait_for(lambda: outbox_depth(state) >= backlog, 60 + backlog / 5, f"{backlog} stored")
-        persistent_broker.start()
-        collector.wait_for(
-            lambda: any(
-                drained(s["outbox"]) and s["outbox"]["acked"] > backlog
-                for s in (m.json() for m in collector.on(f"{TOPIC}/stats"))
-            ),
-            60,
-            "the backlog drained (stats: nothing older than a second in the outbox)",
-        )
-        stop(daemon)
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
+    collector.wait_for(lambda: len(seqs_of(collector)) >= 10, 60, "objects before the outage")
+    persistent_broker.stop()
+    # Frames keep coming; the outbox keeps every embedding.
+    collector.wait_for(lambda: outbox_depth(state) >= backlog, 60 + backlog / 5, f"{backlog} stored")
+    persistent_broker.start()
+    collector.wait_for(
+        lambda: any(
+            drained(s["outbox"]) and s["outbox"]["acked"] > backlog
+            for s in (m.json() for m in collector.on(f"{TOPIC}/stats"))
+        ),
+        60,
+        "the backlog drained (stats: nothing older than a second in the outbox)",
+    )
+    stop(daemon)
     last = stored_next_seq(state) - 1
     collector.wait_for(lambda: len(set(seqs_of(collector))) >= last, 20, "every stored seq")
     collector.close()
@@ -158,13 +154,9 @@ def test_a_corrupt_outbox_file_is_quarantined_and_the_daemon_runs_on(
         (state / "outbox.sqlite").write_bytes(data[: len(data) // 2])
     collector = Collector(broker.port)
     daemon = start_daemon(daemon_env(broker.port, state), log=tmp_path / "daemon.log")
-    try:
-        collector.wait_for(lambda: bool(seqs_of(collector)), 60, "objects from a fresh outbox")
-        collector.wait_for(lambda: bool(collector.on(f"{TOPIC}/stats")), 10, "stats")
-        stop(daemon)
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
+    collector.wait_for(lambda: bool(seqs_of(collector)), 60, "objects from a fresh outbox")
+    collector.wait_for(lambda: bool(collector.on(f"{TOPIC}/stats")), 10, "stats")
+    stop(daemon)
     collector.close()
     assert min(seqs_of(collector)) >= 5001  # numbering goes on above the floor, never repeats
     outbox = collector.on(f"{TOPIC}/stats")[-1].json()["outbox"]
@@ -199,8 +191,6 @@ def test_a_full_disk_is_counted_and_survived(small_disk: Path, tmp_path: Path) -
         collector.close()
         stop(daemon)
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
         broker.stop()
     db = sqlite3.connect(small_disk / "outbox.sqlite")
     assert db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
