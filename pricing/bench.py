@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from pricing.catalog import load_catalog
+from pricing.errors import CatalogError
 from pricing.index import ExactIndex, NeighbourIndex, make_index
 from pricing.sign_index import SignHnswIndex
 from rigs.report import LoadSpan, check, machine_basics, report_out
@@ -55,11 +58,31 @@ def queries_near(
     """New photos of catalogued kinds of items: catalog vectors plus noise of norm `noise`. 0.6 gives a
     nearest neighbour at cosine 0.86 (a camera crop of a catalogued kind of item: the demo's are at
     0.96-0.999); 1.2 gives 0.64, a hard query with many near-ties among its neighbours."""
-    base = vectors[rng.integers(0, len(vectors), count)].astype(np.float32) / 127
+    return perturbed(vectors[rng.integers(0, len(vectors), count)], noise, rng)
+
+
+def perturbed(vectors: npt.NDArray[np.int8], noise: float, rng: np.random.Generator) -> npt.NDArray[np.int8]:
+    """Each vector plus random noise of norm `noise`, back to unit length and int8."""
+    base = vectors.astype(np.float32) / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-6)
     x = base + noise * rng.normal(size=base.shape).astype(np.float32) / np.sqrt(base.shape[1])
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     quantised: npt.NDArray[np.int8] = np.clip(np.rint(x * 127), -127, 127).astype(np.int8)
     return quantised
+
+
+def catalog_workload(
+    path: Path, queries: int, rng: np.random.Generator
+) -> tuple[npt.NDArray[np.int8], dict[str, npt.NDArray[np.int8]]]:
+    """A real catalog: `queries` items (a tenth at most) held out as the queries, the rest searched.
+    *typical* queries are the held-out items themselves (new photos of catalogued kinds of items);
+    *hard* ones are the same with noise of norm 0.6 added."""
+    vectors = load_catalog(path).vectors
+    count = min(queries, len(vectors) // 10)
+    if count < 1:
+        raise CatalogError(f"{path}: {len(vectors)} items are too few to hold some out as queries (10+)")
+    held = rng.choice(len(vectors), size=count, replace=False)
+    rest = np.delete(vectors, held, axis=0)
+    return rest, {"typical": vectors[held], "hard": perturbed(vectors[held], 0.6, rng)}
 
 
 def _latencies(index: Any, queries: npt.NDArray[np.int8]) -> tuple[list[float], list[set[int]]]:
@@ -112,22 +135,34 @@ def _scan(index: SignHnswIndex, sets: dict[str, Any], truths: dict[str, Truth]) 
 
 
 def bench_size(
-    items: int, dim: int, *, queries: int, exact_queries: int, kinds: list[str], scan: bool = False
+    items: int,
+    dim: int,
+    *,
+    queries: int,
+    exact_queries: int,
+    kinds: list[str],
+    scan: bool = False,
+    catalog: Path | None = None,
 ) -> tuple[dict[str, Any], npt.NDArray[np.int8], NeighbourIndex]:
-    """The figures for one catalog size, the catalog, and its first index (for the round trip)."""
+    """The figures for one catalog (synthetic, items x dim, or a real one), the catalog's vectors, and
+    its first index (for the round trip)."""
     rng = np.random.default_rng(dim)
     started = time.perf_counter()
-    vectors = synthetic(items, dim, rng)
+    if catalog is None:
+        vectors = synthetic(items, dim, rng)
+        sets = {name: queries_near(vectors, queries, rng, noise) for name, noise in QUERY_KINDS}
+    else:
+        vectors, sets = catalog_workload(catalog, queries, rng)
     result: dict[str, Any] = {
-        "items": items,
-        "dim": dim,
+        "catalog": str(catalog) if catalog else "synthetic",
+        "items": len(vectors),
+        "dim": int(vectors.shape[1]),
         "generate_s": round(time.perf_counter() - started, 1),
         "vectors_mb": round(vectors.nbytes / 2**20, 1),
     }
     exact = ExactIndex(vectors)
     exact_ms, _ = _latencies(exact, queries_near(vectors, exact_queries, rng))
     result["exact_query_ms"] = {"queries": exact_queries, **_spread(exact_ms)}
-    sets = {name: queries_near(vectors, queries, rng, noise) for name, noise in QUERY_KINDS}
     truths = {name: exact.search_many(qs, K) for name, qs in sets.items()}
     result["indexes"], first = {}, None
     for kind in kinds:
@@ -177,14 +212,15 @@ def bench(
     kinds: list[str],
     as_json: bool,
     scan: bool = False,
+    catalog: Path | None = None,
 ) -> int:
     from pricing.bench_round_trip import quote_round_trip  # noqa: PLC0415 - needs the device's link
 
     load = LoadSpan()
     sizes, trip = [], None
-    for dim in dims:
+    for dim in dims[:1] if catalog else dims:  # a real catalog has its own dimension
         figures, vectors, index = bench_size(
-            items, dim, queries=queries, exact_queries=exact_queries, kinds=kinds, scan=scan
+            items, dim, queries=queries, exact_queries=exact_queries, kinds=kinds, scan=scan, catalog=catalog
         )
         sizes.append(figures)
         if trip is None:  # over the first size's index: the devices' dimension by default

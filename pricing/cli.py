@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--scan", action="store_true", help="also measure the hnsw index at other search widths"
     )
+    bench.add_argument(
+        "--catalog",
+        type=Path,
+        help="measure on this catalog instead of a synthetic one: held-out items are the queries",
+    )
     return parser
 
 
@@ -113,6 +118,7 @@ def dispatch(args: argparse.Namespace) -> int:
             kinds=kinds,
             as_json=args.json,
             scan=args.scan,
+            catalog=args.catalog,
         )
     return _run(args)
 

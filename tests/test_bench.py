@@ -7,9 +7,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 import pytest
 
 from device.commands.bench_ota import gap_figures, ota_checks
@@ -19,8 +21,9 @@ from device.commands.bench_soak import soak_checks, soak_figures
 from device.commands.bench_thermal import thermal_checks
 from device.images import read_image
 from device.wire import ObjectMessage, encode
-from pricing.bench import pricing_checks
+from pricing.bench import pricing_checks, synthetic
 from pricing.bench_fuzz import fuzz_checks
+from pricing.catalog import CatalogInfo, Item, write_catalog
 from rigs.report import PRESSURE_CPU, LoadSpan, load_line, parse_pressure
 
 from .conftest import ROOT
@@ -418,3 +421,32 @@ def test_pricing_bench_reports_recall_of_the_neighbours_that_count_and_the_trip_
     # every request answered with a quote; at 3,000 synthetic items most have too few similar items
     assert sum(trip["statuses"].values()) == trip["samples"] == 200 and "refused" not in trip["statuses"]
     assert trip["p50_ms"] > 0
+
+
+def test_the_pricing_bench_measures_a_real_catalog_with_held_out_items(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    vectors = synthetic(500, 64, rng)
+    path = tmp_path / "catalog.sqlite"
+    info = CatalogInfo("efficientnet-lite0-int8", "1.0.0", 64, synthetic=True)
+    write_catalog(
+        path,
+        info,
+        (Item(f"i{i}", v.tobytes(), 1 / 127, 0, 10.0, "JPY", "sold") for i, v in enumerate(vectors)),
+    )
+    report = bench_report(
+        ["-m", "pricing", "bench", "--catalog", str(path), "--queries", "20", "--exact-queries", "5"]
+    )
+    size = report["sizes"][0]
+    assert (size["catalog"], size["items"], size["dim"]) == (str(path), 480, 64)  # 20 held out
+    assert size["indexes"]["hnsw"]["typical"]["nearest_similarity_p50"] < 1.0  # not found in the index
+    too_small = tmp_path / "tiny.sqlite"
+    write_catalog(too_small, info, [Item("only", vectors[0].tobytes(), 1 / 127, 0, 10.0, "JPY", "sold")])
+    result = subprocess.run(
+        [sys.executable, "-m", "pricing", "bench", "--catalog", str(too_small), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 65 and "too few to hold some out" in result.stderr
