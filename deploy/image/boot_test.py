@@ -114,7 +114,7 @@ def first_boot(vm: Machine, site: Site, root_size: int, slow: float, results: di
     ready = checks.ready_seconds(vm)
     if not ready:
         raise BootTestError("no READY in the journal (no 'Started appliance.service' line)")
-    results["ready_after_kernel_s"] = ready[0]
+    results["ready_after_kernel_s"] = round(ready[0], 1)
     results["secrets"] = checks.secrets(vm)
     results["password_login"] = checks.password_login_refused(vm)
     grown = int(vm.ssh("df -B1 --output=size / | tail -1").stdout)
@@ -141,7 +141,7 @@ def crash_and_watchdog(vm: Machine, site: Site, slow: float, results: dict[str, 
         raise BootTestError(f"after the restart the daemon runs as {user}")
     wait_for("object messages after the restart", lambda: max(site.seqs()) > before + 3, 300 * slow, 2)
     results["seqs_after_kill"] = check_no_gaps(site.seqs(), "kill -9")
-    results["watchdog_after_ready_s"] = checks.watchdog_restart(vm, 300 * slow)
+    results["watchdog_after_ready_s"] = round(checks.watchdog_restart(vm, 300 * slow), 1)
     if not 25 <= results["watchdog_after_ready_s"] <= 40:
         raise BootTestError(f"the watchdog fired {results['watchdog_after_ready_s']} s after READY, not ~30")
     checks.wait_running(vm, 300 * slow)
