@@ -67,6 +67,8 @@ in_root systemctl enable appliance-setup.service appliance.service systemd-netwo
 # (the machine id is empty, so every device's first boot is a "first boot" to systemd): nobody is there
 # to answer, and the image has its own first boot (appliance-setup).
 in_root systemctl mask systemd-firstboot.service
+# No display manager: the device's goal is multi-user.target (Debian's default names graphical.target).
+in_root systemctl set-default multi-user.target
 # A journal that survives a reboot: the first-boot lines and a crash before the last reboot stay readable.
 mkdir -p "$root/var/log/journal"
 
@@ -103,6 +105,9 @@ echo appliance >"$root/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tappliance\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
 ln -sfn ../run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/log/*.log
+# update-initramfs keeps the previous initrd as .dpkg-bak when it makes one twice during the build
+# (30 MB on arm64).
+rm -f "$root"/boot/*.dpkg-bak
 # No account may have a usable password (the "no default password"): every hash field is * or !.
 if awk -F: '$2 !~ /^[*!]/ { print $1; bad = 1 } END { exit !bad }' "$root/etc/shadow"; then
     echo "customize: the accounts above have a password" >&2
