@@ -25,14 +25,24 @@ from .broker import Mosquitto
 from .mqtt_helpers import Collector, wait_until
 
 
+def make_link(
+    port: int, folder: Path, drainer: type[Drainer] = Drainer, backoff: Backoff | None = None
+) -> Link:
+    """The device's real link, with a real outbox, as device shop-1 (not started)."""
+    config = OutboxConfig()
+    outbox = Outbox(folder / "outbox.sqlite", config, SystemClock())
+    return Link(MqttConfig(port=port), TOPICS, dict, drainer(outbox, config, SystemClock()), backoff)
+
+
+TOPICS = Topics("appliance", "shop-1")
+
+
 def test_commands_beyond_a_full_queue_are_counted_and_logged(
     broker: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    topics = Topics("appliance", "shop-1")
+    topics = TOPICS
     status = Collector(broker.port, topics.status)
-    config = OutboxConfig()
-    drainer = Drainer(Outbox(tmp_path / "outbox.sqlite", config, SystemClock()), config, SystemClock())
-    link = Link(MqttConfig(port=broker.port), topics, dict, drainer)
+    link = make_link(broker.port, tmp_path)
     link.start()
     try:
         # The status goes out after the subscription on the same connection: once it is here, so is that.
@@ -92,17 +102,12 @@ class BrokenOnce(Drainer):
 def test_an_unexpected_error_restarts_the_network_thread_and_says_so(
     broker: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    topics = Topics("appliance", "shop-1")
-    status = Collector(broker.port, topics.status)
-    config = OutboxConfig()
-    drainer = BrokenOnce(Outbox(tmp_path / "outbox.sqlite", config, SystemClock()), config, SystemClock())
-    link = Link(MqttConfig(port=broker.port), topics, dict, drainer, Backoff(0.05, 0.1))
+    link = make_link(broker.port, tmp_path, BrokenOnce, Backoff(0.05, 0.1))
     with caplog.at_level(logging.ERROR, logger="device.supervise"):
         link.start()
         try:
-            status.wait_for(lambda: link.stats.connects >= 2 and link.stats.connected, 10, "a reconnect")
+            assert wait_until(lambda: link.stats.connects >= 2 and link.stats.connected, 10), "no reconnect"
         finally:
             link.stop()
-            status.close()
     assert link.stats.crashes == 1 and link.stats.last_crash == "KeyError: 'a bug in the drainer'"
     assert any("mqtt thread failed" in r.getMessage() and r.exc_info for r in caplog.records)
