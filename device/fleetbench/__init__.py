@@ -1,0 +1,1 @@
+"""The fleet benchmark: `cmd/bench` on the device, `appliance fleet bench` on the operator side."""
