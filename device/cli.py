@@ -10,10 +10,14 @@ import argparse
 import gc
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from device import __version__
 from device.cli_main import run_main
 from device.kinds import MODEL_KINDS
+
+if TYPE_CHECKING:
+    from device.commands.context import Context
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +94,9 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     pipeline.add_argument(
         "--soak-seconds", type=float, default=0.0, help="also run paced this long; report RSS"
     )
+    loop = bench_sub.add_parser("loop", help="the daemon's frame loop: non-inference ms per frame")
+    loop.add_argument("--json", action="store_true")
+    loop.add_argument("--seconds", type=float, default=60.0, help="how long the daemon runs")
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -141,6 +148,15 @@ def _dispatch_vision(args: argparse.Namespace) -> int:
         return detect(ctx, args.images, args.model, args.json)
     if args.command == "embed":
         return embed(ctx, args.images, args.json)
+    return _dispatch_model_bench(ctx, args)
+
+
+def _dispatch_model_bench(ctx: Context, args: argparse.Namespace) -> int:
+    """Benchmarks that load the configured models."""
+    if args.bench_command == "loop":
+        from device.commands.bench_loop import bench_loop
+
+        return bench_loop(ctx.config, args.seconds, args.json)
     if args.bench_command == "pipeline":
         from device.commands.bench_pipeline import bench_pipeline
 

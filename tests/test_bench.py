@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from device.commands.bench_loop import loop_checks
 from device.commands.bench_ota import gap_figures, ota_checks
 from device.commands.bench_outbox import outbox_checks
 from device.commands.bench_pipeline import payload, pipeline_checks
@@ -74,6 +75,31 @@ def test_bench_pipeline_reports_every_figure() -> None:
     assert 0 < host["median"] <= host["p90"] <= host["p99"]
     assert set(report["machine_load"]) == {"start", "end"}
     assert [c["check"] for c in report["checks"]] == [c["check"] for c in pipeline_checks(report)]
+
+
+def test_bench_loop_reports_the_frame_loop_figures() -> None:
+    report = bench_report(["-m", "device", "bench", "loop", "--seconds", "8"], CPU)
+    figures = report["non_inference_ms"]
+    assert report["frames"] > 0
+    assert 0 < figures["p50"] <= figures["p90"] <= figures["p99"] <= figures["max"]
+    assert report["sensor_reads"] >= 1  # the governor's sensors ran, on their own thread
+    assert [c["check"] for c in report["checks"]] == [c["check"] for c in loop_checks(report)]
+
+
+GOOD_LOOP = {"frames": 1200, "non_inference_ms": {"p50": 0.8, "p99": 0.95}}
+
+
+@pytest.mark.parametrize(
+    ("bad", "failing"),
+    [
+        ({"frames": 40}, "frames measured"),
+        ({"non_inference_ms": {"p50": 1.3, "p99": 1.4}}, "p50"),
+        ({"non_inference_ms": {"p50": 0.8, "p99": 2.6}}, "p99"),  # a sensor read on the frame thread
+    ],
+)
+def test_each_loop_check_fails_on_a_bad_measurement(bad: dict[str, object], failing: str) -> None:
+    assert all(c["ok"] for c in loop_checks(GOOD_LOOP))
+    assert_only_failing(loop_checks({**GOOD_LOOP, **bad}), failing)
 
 
 def test_bench_ota_reports_download_check_and_swap_figures() -> None:
