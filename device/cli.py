@@ -67,8 +67,32 @@ def build_parser() -> argparse.ArgumentParser:
         "hash-token", help="read a live-view token on stdin, print the [http] token_hash line for it"
     )
 
+    _add_models(sub.add_parser("models", help="model accuracy on a dataset, and the model report"))
     _add_bench(sub.add_parser("bench", help="benchmarks"))
     return parser
+
+
+def _add_models(p: argparse.ArgumentParser) -> None:
+    models_sub = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    ev = models_sub.add_parser(
+        "eval", help="COCO mAP/AR of the detectors, or retrieval recall of the embedders, on a dataset"
+    )
+    ev.add_argument(
+        "--dataset",
+        type=Path,
+        required=True,
+        help="COCO folder (images/ + annotations.json): the detectors; class/image folders: the embedders",
+    )
+    ev.add_argument("--models", nargs="+", metavar="ID", help="manifest ids (default: all of that kind)")
+    ev.add_argument("--json", action="store_true")
+    report = models_sub.add_parser("report", help="one HTML page: size, accuracy and latency per model")
+    report.add_argument("--dataset", type=Path, required=True, help="COCO folder for the detectors")
+    report.add_argument("--retrieval", type=Path, help="class/image folders for the embedders' recall")
+    report.add_argument(
+        "--bench-db", type=Path, help="fleet bench results (default: <state_dir>/bench.sqlite if it exists)"
+    )
+    report.add_argument("--out", type=Path, required=True, help="directory for index.html and the charts")
+    report.add_argument("--models", nargs="+", metavar="ID", help="manifest ids (default: all)")
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
@@ -130,7 +154,27 @@ def dispatch(args: argparse.Namespace) -> int:
         from device.live.auth import hash_token_command
 
         return hash_token_command()
-    return _dispatch_vision(args)
+    return _dispatch_models(args) if args.command == "models" else _dispatch_vision(args)
+
+
+def _dispatch_models(args: argparse.Namespace) -> int:
+    from device.commands.context import build_context
+
+    ctx = build_context(args.config)
+    if args.models_command == "eval":
+        from device.commands.models_eval import models_eval
+
+        return models_eval(ctx, args.dataset, args.models, args.json)
+    from device.commands.models_report import models_report
+
+    return models_report(
+        ctx,
+        dataset=args.dataset,
+        retrieval=args.retrieval,
+        bench_db=args.bench_db,
+        out=args.out,
+        model_ids=args.models,
+    )
 
 
 def _dispatch_vision(args: argparse.Namespace) -> int:

@@ -102,6 +102,14 @@ class RegistryUnavailableError(ApplianceError):
     exit_code = EX_UNAVAILABLE
 
 
+class DatasetError(ApplianceError):
+    """An evaluation dataset (`appliance models eval`, `models report`) is missing, unreadable or
+    malformed: a missing image, annotations that do not parse, an unknown category, nothing to evaluate.
+    The message names the file and what to fix; nothing was evaluated."""
+
+    exit_code = EX_DATAERR
+
+
 class ManifestError(ModelError):
     """The model manifest cannot be read (missing, not UTF-8 TOML, invalid). Like a bad config, a restart
     will not fix it, so it exits EX_CONFIG; it stays a ModelError for callers that catch those."""
