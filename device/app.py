@@ -28,6 +28,7 @@ from device.control import Control, OtaCommand
 from device.errors import ModelError
 from device.failover import TpuFailover
 from device.link.drain import Drainer
+from device.link.homeassistant import Discovery, hardware_model
 from device.link.mqtt import Incoming, Link
 from device.link.outbox import Outbox
 from device.link.topics import Topics
@@ -101,8 +102,15 @@ class App:
         self.grabber = FrameGrabber(
             source, Backoff(1.0, config.camera.reopen_max_s), on_state=self._camera_state
         )
+        discovery = Discovery(
+            config.homeassistant, self.topics, config.mqtt.stats_interval_s, hardware_model(gov.sysfs_root)
+        )
         self.link = Link(
-            config.mqtt, self.topics, self._status, Drainer(self.outbox, config.outbox, self.clock)
+            config.mqtt,
+            self.topics,
+            self._status,
+            Drainer(self.outbox, config.outbox, self.clock),
+            announce=discovery.messages,
         )
         self._status_changed = threading.Event()
         self.agent = (

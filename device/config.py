@@ -41,10 +41,11 @@ DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 # Ids a device must not take: `fleet` is the topic level every device reads release notices from
 # (<prefix>/fleet/release, docs/topics.md), the others are the broker ACL's and the PKI's own identities
 # (deploy/mosquitto/acl, deploy/pki.sh): fleet-admin, the broker, `ca` and `crl` (the CA's own files,
-# which pki.sh refuses as names, so no certificate could be issued for such a device), and the pricing
-# service's copies (pricing-service, pricing-1, pricing-2 ...: every id that starts with "pricing").
+# which pki.sh refuses as names, so no certificate could be issued for such a device), Home Assistant's
+# broker user (homeassistant), and the pricing service's copies (pricing-service, pricing-1, pricing-2
+# ...: every id that starts with "pricing").
 # Compared without case, so that `FLEET` cannot pass for the other.
-RESERVED_DEVICE_IDS = frozenset({"fleet", "fleet-admin", "broker", "ca", "crl"})
+RESERVED_DEVICE_IDS = frozenset({"fleet", "fleet-admin", "broker", "ca", "crl", "homeassistant"})
 RESERVED_DEVICE_ID_PREFIX = "pricing"
 HOUR = 3600.0
 # scrypt$N$r$p$salt$key (base64), as device/live/auth.py writes it.
@@ -269,6 +270,21 @@ class HttpConfig(_Section):
         return self
 
 
+class HomeAssistantConfig(_Section):
+    """Home Assistant MQTT discovery (docs/homeassistant.md). Off by default; while off, each connect
+    clears this device's discovery topics, so turning it off removes the device from Home Assistant."""
+
+    enabled: bool = False
+    # Home Assistant's own setting (MQTT integration options); the broker ACL names it too.
+    discovery_prefix: str = Field(
+        default="homeassistant", max_length=64, pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
+    )
+    device_name: str | None = Field(default=None, min_length=1, max_length=64)  # default: the device_id
+    suggested_area: str | None = Field(default=None, min_length=1, max_length=64)
+    # ISO 4217: the last-quote sensor shows prices in this currency (a quote in another shows unknown).
+    quote_currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+
+
 def is_loopback(host: str) -> bool:
     """127.0.0.0/8, ::1 or `localhost`; any other name may resolve to a public address."""
     if host == "localhost":
@@ -297,6 +313,7 @@ class Config(_Section):
     governor: GovernorConfig = GovernorConfig()
     ota: OtaConfig = OtaConfig()
     http: HttpConfig = HttpConfig()
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
 
     @field_validator("device_id")
     @classmethod

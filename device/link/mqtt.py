@@ -5,6 +5,8 @@
 - Reconnects use our Backoff (exponential with jitter), not paho's built-in delay, which has no jitter
   and would bring a whole fleet back in lock-step after a broker restart. Each step logs one line.
 - The retained status topic doubles as the last will, so a device that dies reads "offline".
+- Home Assistant's discovery configs (device/link/homeassistant.py) go out with the status: all of them
+  on every connect (a broker that lost its retained messages gets them again), then those that changed.
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ class LinkStats:
     incoming_dropped: int = 0
 
 
+# Retained messages that go out with the status: (topic, payload) for a status (Discovery.messages).
+Announce = Callable[[dict[str, Any]], list[tuple[str, bytes]]]
+
+
 class Link:
     def __init__(
         self,
@@ -69,10 +75,14 @@ class Link:
         status: Callable[[], dict[str, Any]],
         drainer: Drainer,
         backoff: Backoff | None = None,
+        *,
+        announce: Announce | None = None,
     ) -> None:
         self.config = config
         self.topics = topics
         self._status = status  # builds the status payload when (re)connected
+        self._announce = announce
+        self._announced: dict[str, bytes] = {}  # topic -> payload published since connecting
         self.drainer = drainer  # object messages come from the outbox, through the drainer
         self._object_props = ObjectProperties(CONTENT_TYPE, topics.quotes, drainer.outbox.floor.epoch)
         self.backoff = backoff or Backoff(
@@ -227,6 +237,7 @@ class Link:
         self.stats.connected = True
         self.stats.connects += 1
         self.backoff.reset()
+        self._announced.clear()
         log.info("mqtt connected to %s:%d", self.config.host, self.config.port)
         self._client.subscribe(
             [(self.topics.commands, 1), (self.topics.quotes, 1), (self.topics.fleet_release, 1)]
@@ -236,7 +247,11 @@ class Link:
 
     # -- publishing (thread-safe: paho guards its queues with locks) -------------------------------
     def publish_status(self) -> None:
-        payload = json.dumps({"state": "online", **self._status()})
+        status = self._status()
+        for topic, retained in self._announce(status) if self._announce else []:
+            if self._announced.get(topic) != retained and self._publish(topic, retained, qos=1, retain=True):
+                self._announced[topic] = retained
+        payload = json.dumps({"state": "online", **status})
         self._publish(self.topics.status, payload.encode(), qos=1, retain=True, properties=_json_props())
 
     def _publish_pending(self, item: Pending) -> int | None:
