@@ -27,6 +27,7 @@ from device.config import Config
 from device.control import Control, OtaCommand
 from device.errors import ModelError
 from device.failover import TpuFailover
+from device.fleetbench.runner import BenchAgent, catalogue
 from device.link.drain import Drainer
 from device.link.homeassistant import Discovery, hardware_model
 from device.link.mqtt import Incoming, Link
@@ -119,7 +120,24 @@ class App:
             else None
         )
         self.failover = TpuFailover(config, self.ota_engine, self.pipeline, self._status_changed.set)
-        self.control = Control(self.topics, self.pace, self._on_quote, self._ota_check, self._ota_command)
+        self._paused_seen = threading.Event()  # the frame thread found the pipeline paused
+        sensors = self.sensors.read if self.governor is not None else self.sensors.sensors.read
+        self.bench = BenchAgent(
+            config,
+            catalogue=lambda: catalogue(self.ota_engine, config.models.manifest),
+            pace=self.pace,
+            idle=self._paused_seen,
+            readings=sensors,
+            publish=self.link.publish_bench,
+        )
+        self.control = Control(
+            self.topics,
+            self.pace,
+            self._on_quote,
+            self._ota_check,
+            self._ota_command,
+            on_bench=self.bench.submit,
+        )
         self._stored_at: dict[int, float] = {}  # seq -> when stored, for the quote round trip
         self._stored_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -255,6 +273,7 @@ class App:
             if self.live is not None:
                 snapshot["live"] = self.live.figures()
                 self.live.stats(snapshot)
+            snapshot["bench"] = self.bench.stats()
             self.link.publish_stats(snapshot)
             if self.observers.on_stats is not None:
                 self.observers.on_stats(snapshot)
@@ -302,6 +321,7 @@ class App:
         """Process one frame, honouring pause and max_fps. False when no frame came."""
         pace = self.pace.current()
         if pace.paused:
+            self._paused_seen.set()  # no frame is in flight: a benchmark may start (cmd/bench)
             stop.wait(0.1)
             return False
         frame = self.grabber.take(timeout=0.1)
@@ -329,6 +349,7 @@ class App:
     def shutdown(self) -> None:
         self.notifier.stopping()
         self._stopping.set()
+        self.bench.stop(timeout=0.3)
         if self.agent is not None:
             self.agent.stop()
         self.grabber.stop(timeout=0.5)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from device import __version__
 from device.cli_main import run_main
+from device.fleetbench.args import add_arguments as fleet_bench_arguments
 from device.kinds import MODEL_KINDS
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_models(sub.add_parser("models", help="model accuracy on a dataset, and the model report"))
     _add_bench(sub.add_parser("bench", help="benchmarks"))
+    _add_fleet(sub.add_parser("fleet", help="fleet tools: the model benchmark across devices"))
     return parser
 
 
@@ -93,6 +95,12 @@ def _add_models(p: argparse.ArgumentParser) -> None:
     )
     report.add_argument("--out", type=Path, required=True, help="directory for index.html and the charts")
     report.add_argument("--models", nargs="+", metavar="ID", help="manifest ids (default: all)")
+
+
+def _add_fleet(p: argparse.ArgumentParser) -> None:
+    fleet_sub = p.add_subparsers(dest="fleet_command", required=True, metavar="ACTION")
+    bench = fleet_sub.add_parser("bench", help="cmd/bench on the matched devices; figures per device kind")
+    fleet_bench_arguments(bench)
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
@@ -178,7 +186,8 @@ def _dispatch_models(args: argparse.Namespace) -> int:
 
 
 def _dispatch_vision(args: argparse.Namespace) -> int:
-    if args.command == "bench" and args.bench_command in ("thermal", "outbox", "ota"):
+    standalone = ("thermal", "outbox", "ota")
+    if args.command == "fleet" or (args.command == "bench" and args.bench_command in standalone):
         return _dispatch_standalone_bench(args)
     if args.command == "run":
         from device.commands.run import run
@@ -211,7 +220,11 @@ def _dispatch_model_bench(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _dispatch_standalone_bench(args: argparse.Namespace) -> int:
-    """Benchmarks that need no models or config."""
+    """Benchmarks that load no models here (`fleet bench` runs them on the devices)."""
+    if args.command == "fleet":
+        from device.commands.fleet_bench import fleet_bench
+
+        return fleet_bench(args.config, args)
     if args.bench_command == "ota":
         from device.commands.bench_ota import bench_ota
 

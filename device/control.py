@@ -1,5 +1,5 @@
 """Commands from the broker (`cmd/pace`, `cmd/pause`, `cmd/resume`, `cmd/ota-check`, `cmd/ota-rollback`,
-`cmd/ota-pin`), quotes, and the fleet's release notice.
+`cmd/ota-pin`, `cmd/bench`), quotes, and the fleet's release notice.
 
 Payloads are untrusted input: each is validated, and anything malformed is ignored with one WARNING
 that says what was wrong, never an exception in the control loop.
@@ -51,10 +51,15 @@ class Control:
         on_quote: Callable[[dict[str, Any]], None] | None = None,
         on_ota_check: Callable[[str], None] | None = None,
         on_ota_command: Callable[[str, OtaCommand], None] | None = None,
+        *,
+        on_bench: Callable[[bytes], None] | None = None,
     ) -> None:
+        """`on_bench` validates its own payloads (device/fleetbench/): only the device knows which
+        models and how many CPUs it has."""
         self.topics = topics
         self.on_ota_check = on_ota_check
         self.on_ota_command = on_ota_command
+        self.on_bench = on_bench
         self.pace = pace
         self.on_quote = on_quote
         self.rejected = 0
@@ -78,6 +83,8 @@ class Control:
             self._ota_check("operator command cmd/ota-check")
         elif name in ("ota-rollback", "ota-pin"):
             self._ota_command(name, message.payload)
+        elif name == "bench" and self.on_bench is not None:
+            self.on_bench(message.payload)
         else:
             self._reject(message.topic, "unknown command")
 

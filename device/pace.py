@@ -57,6 +57,7 @@ class PaceController:
         self._override: Pace | None = None
         self._override_until = 0.0
         self._paused_by_operator = False
+        self._held: str | None = None  # why the pipeline is held apart from the operator (cmd/bench)
         self._lock = threading.Lock()
         self._last_reported: Pace | None = None
 
@@ -72,6 +73,8 @@ class PaceController:
                 log.info("operator pace override expired")
             if self._paused_by_operator:
                 pace = replace(pace, paused=True, reason="paused by operator")
+            if self._held is not None:
+                pace = replace(pace, paused=True, reason=self._held)
         return self._report(pace)
 
     def _report(self, pace: Pace) -> Pace:
@@ -101,3 +104,9 @@ class PaceController:
     def set_paused(self, paused: bool) -> None:
         with self._lock:
             self._paused_by_operator = paused
+
+    def hold(self, reason: str | None) -> None:
+        """Pause for `reason` (None: release), apart from the operator's pause, which stays as it is:
+        releasing the hold leaves a pipeline the operator paused paused."""
+        with self._lock:
+            self._held = reason

@@ -38,11 +38,13 @@ class Will:
     properties: Properties | None = None
 
 
-def make_client(client_id: str, security: Security, will: Will, where: str = "mqtt.") -> GuardedClient:
-    """A configured, unconnected client. LinkError for a password or TLS file that cannot be used."""
+def make_client(client_id: str, security: Security, will: Will | None, where: str = "mqtt.") -> GuardedClient:
+    """A configured, unconnected client. LinkError for a password or TLS file that cannot be used.
+    `will` None: a short-lived operator tool (`appliance fleet bench`) has no status to leave behind."""
     client = GuardedClient(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     client.on_socket_open = disable_nagle
-    client.will_set(will.topic, will.payload, qos=1, retain=True, properties=will.properties)
+    if will is not None:
+        client.will_set(will.topic, will.payload, qos=1, retain=True, properties=will.properties)
     if security.username is not None:
         client.username_pw_set(security.username, read_secret(security.password_file, where))
     if security.tls or security.ca_file or security.cert_file:

@@ -266,6 +266,11 @@ class Link:
     def publish_stats(self, stats: dict[str, Any]) -> bool:
         return self._publish(self.topics.stats, json.dumps(stats).encode(), qos=0, properties=_json_props())
 
+    def publish_bench(self, result: dict[str, Any]) -> bool:
+        """A `cmd/bench` reply: QoS 1, so a reply sent while disconnected goes out on reconnecting."""
+        payload = json.dumps(result).encode()
+        return self._publish(self.topics.bench, payload, qos=1, properties=_json_props())
+
     def _publish(
         self, topic: str, payload: bytes, qos: int, retain: bool = False, properties: Properties | None = None
     ) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-COMMANDS = ("pace", "pause", "resume", "ota-check", "ota-rollback", "ota-pin")
+COMMANDS = ("pace", "pause", "resume", "ota-check", "ota-rollback", "ota-pin", "bench")
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,11 @@ class Topics:
     @property
     def stats(self) -> str:
         return self._device("stats")
+
+    @property
+    def bench(self) -> str:
+        """`cmd/bench`'s results (device/fleetbench/runner.py)."""
+        return self._device("bench")
 
     @property
     def fleet_release(self) -> str:
