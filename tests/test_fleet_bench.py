@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from device.fleetbench.results import latest_by_kind
+from device.fleetbench.hardware import device_kind
+from device.fleetbench.results import DeviceResult, latest_by_kind, previous_figures, record, run_figures
 
 from .broker import Mosquitto
 from .conftest import ROOT
@@ -236,3 +237,37 @@ def test_the_production_acl_lets_a_device_publish_its_own_bench_only_and_the_ope
         assert report["answered"] == ["dev-a"] and report["results"]["dev-a"]["status"] == "ok"
     finally:
         broker.stop()
+
+
+def test_the_device_kind_is_the_boards_name_else_the_architecture_and_cpu_model(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.write_bytes(b"Raspberry Pi 4 Model B Rev 1.4\0")
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n\nprocessor\t: 1\n"
+    )
+    assert device_kind(model, cpuinfo) == "Raspberry Pi 4 Model B Rev 1.4"
+    assert device_kind(tmp_path / "absent", cpuinfo).endswith(" AMD EPYC 7B13")
+
+
+def test_figures_per_kind_are_the_medians_of_a_runs_devices_compared_with_the_newest_earlier_run(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "bench.sqlite"
+
+    def row(run: str, device: str, p50: float, at: float, kind: str = "Pi 4") -> DeviceResult:
+        return DeviceResult(
+            run, device, kind, "edgetpu-usb", "edgetpu", "ssd", 2, 50, p50, p50 + 1, 1e3 / p50, at
+        )
+
+    record(db, [row("r1", "a", 10.0, 1.0), row("r1", "b", 20.0, 1.1), row("r1", "c", 90.0, 1.2)])
+    record(db, [row("r2", "a", 8.0, 2.0), row("r2", "x", 30.0, 2.1, kind="Pi 5")])
+    (pi4,) = [f for f in run_figures(db, "r1") if f.device_kind == "Pi 4"]
+    assert (pi4.p50_ms, pi4.devices) == (20.0, 3)  # the median: one slow device does not move it
+    before = previous_figures(db, "r2")
+    assert set(before) == {pi4.key} and before[pi4.key].p50_ms == 20.0  # Pi 5 has no earlier run
+    latest = {f.device_kind: (f.p50_ms, f.devices) for f in latest_by_kind(db)}
+    assert latest == {"Pi 4": (8.0, 1), "Pi 5": (30.0, 1)}
+    assert latest_by_kind(tmp_path / "none.sqlite") == []  # no runs yet: an empty table, not an error
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
