@@ -13,6 +13,7 @@ import platform
 import shlex
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -55,40 +56,49 @@ def models_report(
         raise DatasetError(f"--dataset {dataset} must be a COCO folder (images/ and annotations.json)")
     if retrieval is not None:
         load_retrieval(retrieval)  # checked before the detectors' run, not after it
+    db = _bench_db(ctx, bench_db)
+    latency = from_bench_db(db) if db is not None else {}  # read first: a bad file fails before the run
     detectors = [e.id for e in entries if e.kind == "detector"]
     embedders = [e.id for e in entries if e.kind == "embedder"]
     coco = evaluate(ctx, dataset, detectors) if detectors else None
     recall = evaluate(ctx, retrieval, embedders) if retrieval is not None and embedders else None
     evaluated = {r["model"]: r for report in (coco, recall) if report for r in report["results"]}
 
-    db = _bench_db(ctx, bench_db)
-    latency = from_bench_db(db) if db is not None else {}
-    notes = []
-    if coco and coco["note"]:
-        notes.append(f"Accuracy: {coco['note']}.")
-    if latency:
-        notes.append(f"Latency: the newest `appliance fleet bench` run per device kind, from {db}.")
-    else:
+    local = not latency
+    if local:
         latency = _local_latency(ctx, entries)
-        why = f"{db} holds no results" if db is not None else "no fleet bench database"
-        notes.append(
-            f"Latency: {why}, so the models were timed on this machine in this run (the `appliance bench "
-            f"models` measurement: astronaut.png at 640x480, {LOCAL_ITERATIONS} invokes after 5 warm-up "
-            "calls). Pass --bench-db for the fleet's figures per device kind."
-        )
-    if coco:
-        notes.append(
-            f"Detectors ran at score >= {coco['settings']['score_threshold']} with up to "
-            f"{coco['settings']['max_detections']} boxes per image (evaluation settings); metrics by "
-            f"{coco['settings']['evaluator']}."
-        )
     rows = [make_row(e, evaluated.get(e.id), latency) for e in entries]
+    notes = _notes(coco, db, local)
     meta = Meta(
         "Model report: size, accuracy and latency", str(dataset), notes, _commands(dataset, retrieval, db)
     )
     page = write_report(out, rows, sorted(latency), meta)
     print(page)
     return 0
+
+
+def _notes(coco: dict[str, Any] | None, db: Path | None, local: bool) -> list[str]:
+    """What the page must say about its figures: a smoke set, where the latency comes from."""
+    notes = []
+    if coco and coco["note"]:
+        notes.append(f"Accuracy: {coco['note']}.")
+    if local:
+        why = f"{db} holds no results" if db is not None else "no fleet bench database"
+        notes.append(
+            f"Latency: {why}, so the models were timed on this machine in this run (the `appliance bench "
+            f"models` measurement: astronaut.png at 640x480, {LOCAL_ITERATIONS} invokes after 5 warm-up "
+            "calls). Pass --bench-db for the fleet's figures per device kind."
+        )
+    else:
+        notes.append(f"Latency: the newest `appliance fleet bench` run per device kind, from {db}.")
+    if coco:
+        settings = coco["settings"]
+        notes.append(
+            f"Detectors ran at score >= {settings['score_threshold']} with up to "
+            f"{settings['max_detections']} boxes per image (evaluation settings); metrics by "
+            f"{settings['evaluator']}."
+        )
+    return notes
 
 
 def _bench_db(ctx: Context, explicit: Path | None) -> Path | None:
