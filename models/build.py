@@ -29,10 +29,13 @@ import sys
 import time
 from pathlib import Path
 
+from modelbuild.buildmanifest import write_build_manifest
 from modelbuild.centernet import quiet_absl
+from modelbuild.edgetpu import compile_models
 from modelbuild.errors import BuildError
 from modelbuild.paths import DEFAULT_IMAGES, MODELS_DIR, REPO
 from modelbuild.targets import TARGETS, Target
+from modelbuild.variants import VARIANTS, committed
 from modelbuild.verify import verify
 
 
@@ -49,11 +52,25 @@ def build_target(target: Target, args: argparse.Namespace) -> bool:
 
 
 def install(targets: list[Target], out: Path) -> None:
-    """Copy rebuilt files over the committed ones in models/."""
+    """Copy rebuilt files over the committed ones in models/ (build-only variants stay out)."""
     for target in targets:
-        for name in target.outputs:
+        for name in filter(committed, target.outputs):
             shutil.copyfile(out / name, MODELS_DIR / name)
             print(f"installed models/{name}")
+
+
+def report_variants(targets: list[Target], built: dict[str, bool], out: Path) -> None:
+    """Edge TPU compilation of the int8 models, then the build's own manifest."""
+    int8 = [
+        out / name
+        for t in targets
+        if built[t.name]
+        for name in t.outputs
+        if name in VARIANTS and VARIANTS[name].quantization == "int8"
+    ]
+    for line in compile_models(int8, out):
+        print(line)
+    print(f"wrote {write_build_manifest(out)} (committed and build-only models, as built)")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -101,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         directory.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     results = {t.name: build_target(t, args) for t in targets}
+    report_variants(targets, results, args.out)
     failed = [name for name, ok in results.items() if not ok]
     print(
         f"done in {time.monotonic() - start:.0f} s; "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -16,6 +16,9 @@ from device.errors import ManifestError, ModelError
 from device.kinds import Kind
 
 Adapter = Literal["ssd", "centernet", "centernet-heatmap", "embedder"]
+# How the weights and activations are stored (models/README.md): "dynamic-range" is int8 weights with
+# float activations and a float input.
+Quantization = Literal["float32", "dynamic-range", "int8"]
 
 
 class _Strict(BaseModel):
@@ -61,6 +64,21 @@ class ModelEntry(_Strict):
     # TPU is in use.
     cpu_twin: str | None = None
     description: str = ""
+    # Left out, it follows from the input: an integer input means a full-int8 model, a float one a
+    # float32 model. A dynamic-range model has a float input, so its entry must say so.
+    quantization: Quantization = "float32"
+    # The file's size in bytes, for the models report; the sha256 is what the loader checks.
+    size: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _quantization_from_input(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "quantization" not in data:
+            spec = data.get("input")
+            dtype = spec.get("dtype") if isinstance(spec, dict) else getattr(spec, "dtype", None)
+            if dtype in ("uint8", "int8"):
+                return {**data, "quantization": "int8"}
+        return data
 
     def label_for(self, class_id: int, labels: tuple[str, ...]) -> str:
         return labels[class_id] if 0 <= class_id < len(labels) else str(class_id)

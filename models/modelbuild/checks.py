@@ -16,14 +16,19 @@ from .ssd import SSD_SIZE
 class Runner:
     """One LiteRT interpreter; feeds an image, returns outputs by name."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, normalise: tuple[float, float] | None = None) -> None:
         self.interp = Interpreter(model_path=str(path), num_threads=2)
         self.interp.allocate_tensors()
         self.input = self.interp.get_input_details()[0]
+        # (mean, std) for a float model whose input is (pixel - mean) / std, not the pixel itself.
+        self.normalise = normalise
 
     def __call__(self, image: np.ndarray) -> dict[str, np.ndarray]:
         dtype = self.input["dtype"]
         data = np.clip(np.round(image), 0, 255) if dtype == np.uint8 else image
+        if self.normalise is not None and dtype == np.float32:
+            # Rounded first, as the int8 model sees the pixels: the comparison is then like for like.
+            data = (np.round(image) - self.normalise[0]) / self.normalise[1]
         self.interp.set_tensor(self.input["index"], data[None].astype(dtype))
         self.interp.invoke()
         # Select outputs by name: their index order is not the name order.
@@ -121,14 +126,18 @@ def check_centernet(path: Path, committed: Path, images: Path) -> Check:
 def embed(runner: Runner, image: np.ndarray) -> np.ndarray:
     """Dequantised, L2-normalised embedding."""
     detail = runner.interp.get_output_details()[0]
-    raw = next(iter(runner(image).values()))[0].astype(np.float32)
-    scale, zero = detail["quantization"]
-    vec = (raw - zero) * scale
+    vec = next(iter(runner(image).values()))[0].astype(np.float32)
+    if detail["dtype"] != np.float32:
+        scale, zero = detail["quantization"]
+        vec = (vec - zero) * scale
     return np.asarray(vec / (np.linalg.norm(vec) + 1e-12), dtype=np.float32)
 
 
 def check_embedder(path: Path, committed: Path, images: Path) -> Check:
-    check, new, old = Check(path.name), Runner(path), Runner(committed)
+    old = Runner(committed)
+    # A float variant of the int8 embedder takes the value the int8 input stood for.
+    scale, zero = old.input["quantization"]
+    check, new = Check(path.name), Runner(path, normalise=(float(zero), 1.0 / float(scale)))
     names = ("astronaut", "chelsea", "coffee", "rocket")
     photos = {n: load_rgb(images / f"{n}.png", 224) for n in names}
     vecs = {n: embed(new, p) for n, p in photos.items()}
@@ -142,10 +151,16 @@ def check_embedder(path: Path, committed: Path, images: Path) -> Check:
 
 
 CheckFn = Callable[[Path, Path, Path], Check]
+# Per model file, its family's check; variants.VARIANTS names the file it is compared with.
 MODEL_CHECKS: dict[str, CheckFn] = {
     "ssdlite_mbv2_person_int8.tflite": check_ssd,
     "ssdlite_mbv2_person_float32.tflite": check_ssd,
+    "ssdlite_mbv2_person_dynamic.tflite": check_ssd,
     "centernet_mbv3_full_float32.tflite": check_centernet,
     "centernet_mbv3_head_float32.tflite": check_centernet,
+    "centernet_mbv3_full_dynamic.tflite": check_centernet,
+    "centernet_mbv3_full_int8.tflite": check_centernet,
     "efficientnet_lite0_int8_embedder.tflite": check_embedder,
+    "efficientnet_lite0_float32_embedder.tflite": check_embedder,
+    "efficientnet_lite0_dynamic_embedder.tflite": check_embedder,
 }

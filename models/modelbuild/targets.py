@@ -21,19 +21,31 @@ class Target:
 TARGETS = (
     Target(
         "embedder",
-        ("efficientnet_lite0_int8_embedder.tflite", "efficientnet_lite0_imagenet_labels.txt"),
+        (
+            "efficientnet_lite0_int8_embedder.tflite",
+            "efficientnet_lite0_float32_embedder.tflite",
+            "efficientnet_lite0_dynamic_embedder.tflite",
+            "efficientnet_lite0_imagenet_labels.txt",
+        ),
         lambda a: build_embedder(a.cache, a.out),
     ),
     Target(
         "centernet",
-        ("centernet_mbv3_full_float32.tflite", "centernet_mbv3_head_float32.tflite", "coco80_labels.txt"),
-        lambda a: build_centernet(a.cache, a.out, a.work),
+        (
+            "centernet_mbv3_full_float32.tflite",
+            "centernet_mbv3_head_float32.tflite",
+            "centernet_mbv3_full_dynamic.tflite",
+            "centernet_mbv3_full_int8.tflite",
+            "coco80_labels.txt",
+        ),
+        lambda a: build_centernet(a.cache, a.out, a.work, a.images),
     ),
     Target(
         "ssd",
         (
             "ssdlite_mbv2_person_float32.tflite",
             "ssdlite_mbv2_person_int8.tflite",
+            "ssdlite_mbv2_person_dynamic.tflite",
             "ssdlite_person_labels.txt",
         ),
         lambda a: build_ssd(a.cache, a.out, a.images),
