@@ -37,8 +37,8 @@ $(STAMP): pyproject.toml | system-deps
 	touch $(STAMP)
 
 lint: install
-	$(BIN)/python -m ruff check device pricing rigs tests models
-	$(BIN)/python -m ruff format --check device pricing rigs tests models
+	$(BIN)/python -m ruff check device pricing fleet rigs tests models
+	$(BIN)/python -m ruff format --check device pricing fleet rigs tests models
 
 typecheck: install
 	$(BIN)/python -m mypy

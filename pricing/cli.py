@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--min-similarity", type=float)
     run.add_argument("--min-neighbours", type=int)
     run.add_argument("--stats-interval-s", type=float)
+    run.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (0: off)")
 
     catalog = sub.add_parser("catalog", help="catalog tools").add_subparsers(dest="action", required=True)
     build = catalog.add_parser("build", help="embed the images a CSV lists into a catalog file")
@@ -142,6 +143,7 @@ def _run(args: argparse.Namespace) -> int:
             "min-similarity",
             "min-neighbours",
             "stats-interval-s",
+            "metrics-port",
         )
     }
     config = load_service_config(args.config, overrides)

@@ -34,6 +34,9 @@ class ServiceConfig(BaseModel):
     min_similarity: float = Field(default=0.5, ge=-1.0, le=1.0)
     min_neighbours: int = Field(default=3, ge=1)
     stats_interval_s: float = Field(default=10.0, gt=0)
+    # /metrics for Prometheus (pricing/metrics.py); 0 leaves it off. Each replica on a host needs its own.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=0, ge=0, le=65535)
 
     @field_validator("catalog", mode="before")
     @classmethod

@@ -25,10 +25,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from prometheus_client import start_http_server
 
 from device.dedupe import Deduplicator
 from device.link.client import Security, Will, make_client
@@ -40,6 +42,7 @@ from device.wire import CONTENT_TYPE, HEADER_SIZE, MAX_TEXT, VECTOR_HEADER_SIZE,
 from pricing.catalogs import Catalogs
 from pricing.config import ServiceConfig
 from pricing.fair_queue import FairQueue
+from pricing.metrics import PricingMetrics
 from pricing.pricer import Pricer
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,7 @@ class PricingService:
         self._max_payload = self._largest_payload(self.catalogs)
         self._connected = False
         self._client = self._make_client()
+        self.metrics = PricingMetrics(config.instance, self.stats)
 
     @staticmethod
     def _largest_payload(catalogs: Catalogs) -> int:
@@ -202,6 +206,7 @@ class PricingService:
 
     def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
         cfg = self.config
+        metrics = self._serve_metrics()
         self._client.connect_async(cfg.host, cfg.port, keepalive=30)
         self._client.loop_start()
         log.info(
@@ -228,6 +233,19 @@ class PricingService:
             )
             self._client.disconnect()
             self._client.loop_stop()
+            if metrics is not None:
+                metrics.shutdown()
+                metrics.server_close()
+
+    def _serve_metrics(self) -> WSGIServer | None:
+        cfg = self.config
+        if not cfg.metrics_port:
+            return None
+        server, _thread = start_http_server(
+            cfg.metrics_port, cfg.metrics_host, registry=self.metrics.registry
+        )
+        log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, cfg.metrics_port)
+        return server
 
     def _serve_one(self, ready: threading.Event | None) -> None:
         item = self._requests.get(timeout=0.1)
@@ -248,7 +266,9 @@ class PricingService:
             if reply.correlation is not None:
                 props.CorrelationData = reply.correlation
             self._client.publish(reply.topic, reply.payload, qos=1, properties=props)
-            self.latency_ms.add((time.perf_counter() - item.received) * 1e3)
+            seconds = time.perf_counter() - item.received
+            self.latency_ms.add(seconds * 1e3)
+            self.metrics.quote_seconds.observe(seconds)
 
     def _on_connected(self, event: str, ready: threading.Event | None) -> None:
         if not event.endswith("Success"):
