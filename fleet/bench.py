@@ -42,11 +42,11 @@ def bench(devices: int, interval_s: float, as_json: bool) -> int:
     load = LoadSpan()
     results: dict[str, Any] = {"devices": devices, "interval_s": interval_s, "memory": memory(devices)}
     results.update(through_broker(devices))
-    need = (
-        devices / interval_s * results["cpu_us_per_message"] / 1e6
-        + results["scrape"]["cpu_s"] / SCRAPE_INTERVAL_S
-    )
-    results["core_headroom"] = round(1.0 / need, 2) if need > 0 else None
+    intake = devices / interval_s * results["cpu_us_per_message"] / 1e6  # core-seconds per second
+    scrapes = results["scrape"]["cpu_s"] / SCRAPE_INTERVAL_S
+    results["message_headroom"] = round(1.0 / intake, 2) if intake > 0 else None
+    results["scrape_core_share"] = round(scrapes, 3)
+    results["headroom_with_scrapes"] = round(1.0 / (intake + scrapes), 2) if intake + scrapes > 0 else None
     report = {
         "machine": machine_basics(),
         **results,
@@ -61,10 +61,16 @@ def exporter_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The budgets; tests/test_fleet_exporter.py feeds these a bad measurement to show each can fail."""
     return [
         check(
-            "one core / CPU the fleet's load needs per second",
-            results["core_headroom"] or 0.0,
+            "stats messages one core takes per second / the fleet's rate",
+            results["message_headroom"] or 0.0,
             ">=",
             HEADROOM_GOAL,
+        ),
+        check(
+            "share of a core the scrapes take, at the shipped interval",
+            results["scrape_core_share"],
+            "<=",
+            0.5,
         ),
         check("messages the exporter missed", results["missed"], "<=", 0),
         check("memory per device, KB", results["memory"]["kb_per_device"], "<=", MEMORY_BUDGET_KB),
