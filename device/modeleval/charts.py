@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from device.modeleval.detection import ExtraMissingError
 
@@ -38,10 +39,11 @@ def accuracy_latency_png(points: list[Point], title: str, path: Path) -> None:
             "matplotlib is not installed: `pip install -e '.[models]'` (make install does)"
         ) from None
     front = pareto(points)
-    figure = Figure(figsize=(7.5, 4.8), dpi=100, layout="constrained")
-    axes = figure.subplots()
     on_front = {p.model for p in front}
-    for index, p in enumerate(sorted(points, key=lambda p: p.latency_ms)):
+    figure = Figure(figsize=(10, 5), dpi=100, layout="constrained")
+    axes = figure.subplots()
+    ordered = sorted(points, key=lambda p: (p.latency_ms, -p.accuracy))
+    for number, p in enumerate(ordered, start=1):
         axes.scatter(
             p.latency_ms,
             p.accuracy,
@@ -50,12 +52,12 @@ def accuracy_latency_png(points: list[Point], title: str, path: Path) -> None:
             edgecolors="black" if p.model in on_front else "none",
             linewidths=1.5,
             zorder=3,
+            label=f"{number}  {p.model} ({p.size_mb:.1f} MB{', ' + p.note if p.note else ''})",
         )
-        label = f"{p.model} ({p.size_mb:.1f} MB{', ' + p.note if p.note else ''})"
-        # Labels alternate above and below their marker, so neighbours with equal accuracy stay legible.
-        offset = (8, 6) if index % 2 == 0 else (8, -14)
+        # A number beside the marker and the name in the legend: names beside markers overlap as soon as
+        # two models have the same accuracy (a model and its quantised variant often do).
         axes.annotate(
-            label, (p.latency_ms, p.accuracy), textcoords="offset points", xytext=offset, fontsize=8
+            str(number), (p.latency_ms, p.accuracy), textcoords="offset points", xytext=(7, 5), fontsize=9
         )
     if len(front) > 1:
         axes.step(
@@ -68,13 +70,24 @@ def accuracy_latency_png(points: list[Point], title: str, path: Path) -> None:
             label="Pareto front",
             zorder=2,
         )
-        axes.legend(loc="lower right", fontsize=8)
-    axes.set_xlabel("invoke latency p50 (ms)")
+    _style(axes, points, title)
+    figure.savefig(path, format="png")
+
+
+def _style(axes: Any, points: list[Point], title: str) -> None:
+    """Legend beside the plot, log latency axis, limits with room for the markers."""
+    legend = axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+    for handle in legend.legend_handles:
+        if hasattr(handle, "set_sizes"):  # the scatter markers, not the front's line
+            handle.set_sizes([40])  # the legend names models; the plot shows their sizes
+    # Latencies span two orders of magnitude between an int8 SSD and a float CenterNet.
+    axes.set_xscale("log")
+    axes.set_xlabel("invoke latency p50 (ms, log scale)")
     axes.set_ylabel("mAP@[.5:.95]")
     top = max((p.accuracy for p in points), default=1.0)
-    axes.set_ylim(0, min(1.05, max(0.1, top * 1.2)))
-    right = max((p.latency_ms for p in points), default=1.0)
-    axes.set_xlim(0, right * 1.35)
+    axes.set_ylim(0, min(1.05, max(0.1, top * 1.15)))
+    low = min((p.latency_ms for p in points), default=1.0)
+    high = max((p.latency_ms for p in points), default=1.0)
+    axes.set_xlim(low / 1.6, high * 1.6)
     axes.set_title(title, fontsize=9)
-    axes.grid(alpha=0.3)
-    figure.savefig(path, format="png")
+    axes.grid(alpha=0.3, which="both")
