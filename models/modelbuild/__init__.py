@@ -10,4 +10,8 @@
 - targets: the model families, their output files and build functions
 - checks: behaviour checks run with LiteRT on files that are not byte-identical
 - verify: identity against models/, else the behaviour check, printed per file
+- variants: per model file its quantisation, reference file, and whether it is committed
+- dequantise: float32 and dynamic-range re-expressions of an int8 model (the embedder's variants)
+- edgetpu: edgetpu_compiler on the int8 models where it is on PATH, and the parse of its log
+- buildmanifest: the manifest of the whole build (committed and build-only models) in build/models
 """
