@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps run release-demo test test-provision lint typecheck pytest models bench dist clean \
+.PHONY: install system-deps run release-demo test test-provision lint typecheck pytest models models-report bench dist clean \
 	image image-deps boot-test boot-test-deps
 
 # Debian packages the tests and `make run` need: gcc builds the stub Edge TPU delegate; mosquitto is
@@ -75,6 +75,16 @@ models:
 	.venv-models/bin/python -m pip install --quiet -r models/requirements-build.txt
 	.venv-models/bin/python -m pip install --quiet --no-deps -r models/requirements-build-nodeps.txt
 	.venv-models/bin/python models/build.py $(BUILD_ARGS)
+
+# The model report (docs/models.md): size, accuracy and latency of every manifest model in
+# report/index.html with its charts. On the committed smoke sets by default, which is a smoke test of the
+# chain; the real table: `make models-report REPORT_DATASET=coco` on COCO val2017 (docs/models.md).
+# REPORT_ARGS='--bench-db FILE' takes the latency from `appliance fleet bench` instead of this machine.
+REPORT_DATASET ?= tests/data/coco-smoke
+REPORT_ARGS ?=
+models-report: install
+	$(BIN)/appliance models report --dataset $(REPORT_DATASET) --retrieval tests/data/retrieval-smoke \
+		--out report $(REPORT_ARGS)
 
 # provision.sh for real in a throwaway debootstrap root (as root; several minutes, so not in `make test`).
 test-provision:
