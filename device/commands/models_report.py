@@ -9,7 +9,6 @@ measurement run here, in the same run, and the page says so.
 from __future__ import annotations
 
 import logging
-import platform
 import shlex
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from device.commands.bench_models import SAMPLE, _measure
 from device.commands.context import Context
 from device.commands.models_eval import evaluate
 from device.errors import DatasetError, UsageError
+from device.fleetbench.hardware import accelerator, backend, device_kind
 from device.images import read_image
 from device.modeleval.dataset import dataset_kind, load_retrieval
 from device.modeleval.latency import Column, Latency, LatencyTable, from_bench_db
@@ -29,7 +29,6 @@ from device.modeleval.report import Meta, make_row, write_report
 from device.vision.detector import Detector, StageTimes
 from device.vision.embedder import Embedder
 from device.vision.geometry import Box
-from device.vision.litert import import_litert
 from device.vision.manifest import ModelEntry
 from device.vision.models import make_adapter
 from device.vision.preprocess import Image
@@ -120,10 +119,11 @@ def _local_latency(ctx: Context, entries: list[ModelEntry]) -> LatencyTable:
         loaded = ctx.factory.load(ctx.manifest, entry.id)
         run = _runner(make_adapter(entry.kind, loaded, ctx.config.detector, ctx.config.embedder), frame)
         stats = _measure(run, LOCAL_ITERATIONS)
+        # Named as `appliance fleet bench` names a device's figures, so the columns read alike.
         column = Column(
-            _machine_kind(),
-            loaded.placement.accelerator,
-            _backend(loaded.placement.accelerator),
+            device_kind(),
+            accelerator(loaded.placement, ctx.config.governor.sysfs_root),
+            backend(loaded.placement),
             ctx.config.runtime.num_threads,
             local=True,
         )
@@ -151,24 +151,6 @@ def _runner(adapter: Detector | Embedder, frame: Image) -> Callable[[], StageTim
         return embedder.times
 
     return embed
-
-
-def _machine_kind() -> str:
-    """This machine as `appliance fleet bench` names a device kind that has no device tree."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                return f"{platform.machine()} {value.strip()}"
-    except OSError:
-        pass
-    return platform.machine()
-
-
-def _backend(accelerator: str) -> str:
-    if accelerator == "edgetpu":
-        return "edgetpu"
-    return "litert-cpu-xnnpack" if import_litert().name == "ai-edge-litert" else "tflite-runtime-cpu"
 
 
 def _commands(dataset: Path, retrieval: Path | None, db: Path | None) -> list[str]:
