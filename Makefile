@@ -17,10 +17,13 @@ STAMP := $(VENV)/.installed
 # the headers the broker tests build the share_guard plugin against (deploy/mosquitto); it provides no
 # command, so the header is checked and a name no command has makes apt-ensure install it. chromium is
 # the headless browser the live-view tests and `appliance bench pipeline` open the page in (over the
-# DevTools protocol: no driver, and never a browser download at run time).
+# DevTools protocol: no driver, and never a browser download at run time). prometheus (with promtool)
+# checks the alert rules and scrapes the fleet exporter in tests/test_fleet_prometheus.py (like nginx,
+# on a machine with systemd the package also starts its own service: disable it if it is not wanted).
 system-deps:
 	@PATH="$$PATH:/usr/sbin" deploy/apt-ensure.sh gcc:gcc mosquitto:mosquitto mosquitto_sub:mosquitto-clients \
-		openssl:openssl shellcheck:shellcheck systemd-analyze:systemd nginx:nginx chromium:chromium
+		openssl:openssl shellcheck:shellcheck systemd-analyze:systemd nginx:nginx chromium:chromium \
+		promtool:prometheus
 	@[ -f /usr/include/mosquitto_plugin.h ] || deploy/apt-ensure.sh __force_mosquitto_dev__:mosquitto-dev
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || deploy/apt-ensure.sh __force_venv__:python3-venv
 

@@ -39,13 +39,14 @@ class Exporter:
         )
         self.registry = CollectorRegistry()
         self.registry.register(FleetCollector(self.state, self.clock))
-        self.connected = threading.Event()
+        self.connected = threading.Event()  # and subscribed: set on the SUBACK, cleared on a disconnect
         security = Security(
             config.username, config.password_file, False, config.ca_file, config.cert_file, config.key_file
         )
         self.client = make_client(config.client_id, security, None, where="")
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *_: self.connected.clear()
+        self.client.on_subscribe = lambda *_: self.connected.set()
         self.client.on_message = self._on_message
 
     @property
@@ -58,7 +59,6 @@ class Exporter:
             log.error("broker refused the connection: %s", reason)
             return
         client.subscribe([(topic, 1) for topic in self.topics])
-        self.connected.set()
         log.info("connected; reading %s", ", ".join(self.topics))
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:

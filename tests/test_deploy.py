@@ -38,7 +38,10 @@ ARGS = [
 ]
 
 
-@pytest.mark.parametrize("unit", ["appliance.service", "pricing.service"])
+UNITS = ["appliance.service", "pricing.service", "fleet-exporter.service"]
+
+
+@pytest.mark.parametrize("unit", UNITS)
 def test_units_pass_systemd_analyze_verify(unit: str, tmp_path: Path) -> None:
     verify = shutil.which("systemd-analyze")
     assert verify, "systemd-analyze is needed (make test installs systemd)"
@@ -77,7 +80,7 @@ def test_the_appliance_unit_keeps_its_promises() -> None:
         assert f"\n{line}\n" in text, line
 
 
-@pytest.mark.parametrize("unit", ["appliance.service", "pricing.service"])
+@pytest.mark.parametrize("unit", UNITS)
 def test_units_are_sandboxed_to_an_exposure_of_at_most_2_5(unit: str) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +36,7 @@ from .broker import Mosquitto
 from .conftest import ROOT
 from .mqtt_helpers import Collector, wait_until
 from .prom_helpers import Samples, of_device, sample, scrape_text
+from .tls_broker import TlsBroker, connect, pki
 
 
 class Fleet:
@@ -273,3 +276,50 @@ def test_fleet_exporter_bench_reports_every_figure() -> None:
     assert report["scrape"]["series"] >= 300 * 30  # every device's series were served
     assert [c["check"] for c in report["checks"]] == [c["check"] for c in exporter_checks(report)]
     assert set(report["machine_load"]) == {"start", "end"}
+
+
+def test_the_exporter_s_own_identity_on_the_production_broker(
+    tmp_path: Path, certs: Path, share_guard: Path
+) -> None:
+    """deploy/mosquitto/acl, `user fleet-exporter`: the exporter, with its own certificate, reads the
+    devices' status and stats; it cannot read their objects, nor command or impersonate them."""
+    site = tmp_path / "site"
+    shutil.copytree(certs, site)
+    pki(site, "client", "fleet-exporter")
+    (tmp_path / "broker").mkdir()
+    broker = TlsBroker(tmp_path / "broker", site, share_guard)
+    broker.start()
+    config = ExporterConfig(
+        host="localhost",
+        port=broker.port,
+        listen_port=free_port(),
+        ca_file=site / "ca.crt",
+        cert_file=site / "fleet-exporter.crt",
+        key_file=site / "fleet-exporter.key",
+    )
+    device = connect(broker, site, "dev-a")
+    # By hand first, with the exporter's identity (its client id too: it would take the exporter's place).
+    spy = connect(broker, site, "fleet-exporter")
+    assert spy.subscribe("appliance/+/objects") == 1  # allowed; each message is checked on delivery
+    assert spy.subscribe("appliance/+/stats") == 1
+    for topic in ("appliance/dev-a/cmd/pause", "appliance/dev-a/status", "appliance/fleet/release"):
+        assert spy.publish(topic, b"{}") == "Not authorized"
+    device.publish("appliance/dev-a/objects", b"embedding")
+    device.publish("appliance/dev-a/stats", encode(real_stats()))
+    assert wait_until(lambda: spy.messages)  # in order: the objects would have come first
+    assert [topic for topic, _ in spy.messages] == ["appliance/dev-a/stats"]
+    spy.close()
+    running, stop = Exporter(config), threading.Event()
+    thread = threading.Thread(target=running.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert running.connected.wait(10), "the exporter's certificate was refused"
+        assert device.publish("appliance/dev-a/status", encode(status_message(1))) == "Success"
+        assert device.publish("appliance/dev-a/stats", encode(real_stats())) == "Success"
+        assert wait_until(lambda: running.state.tally().get("stats") == 1, 10)
+        assert sample(http_metrics(config.listen_port), "appliance_online", device="dev-a") == 1.0
+    finally:
+        device.close()
+        stop.set()
+        thread.join(5)
+        broker.stop()
