@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: a local broker on a free loopback port (or BROKER=host:port), the pricing service when it
-# exists, and the appliance on the bundled demo source, printing one line per object and per quote, with
-# its live view in a browser at the URL it prints.
+# exists, the fleet exporter, and the appliance on the bundled demo source, printing one line per object
+# and per quote, with its live view in a browser and its Prometheus metrics at the URLs it prints.
 # Stops on Ctrl-C, or after DURATION seconds when set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,13 +13,14 @@ cleanup() {
     wait 2>/dev/null || true
 }
 trap cleanup EXIT
+free_port() { $PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 if [ -n "${BROKER:-}" ]; then
     host="${BROKER%:*}"
     port="${BROKER##*:}"
 else
     host=127.0.0.1
-    port="$($PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    port="$(free_port)"
     conf="$(mktemp -d)/mosquitto.conf"
     # set_tcp_nodelay: without it the broker's Nagle delay adds 40 ms to every quote (docs/topics.md).
     printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n' "$port" >"$conf"
@@ -42,10 +43,19 @@ fi
 if [ ! -s "$next_catalog" ] || [ -n "$(find models demo deploy/demo-release pricing/build.py -newer "$next_catalog" -print -quit)" ]; then
     $PY -m pricing catalog demo --manifest deploy/demo-release/manifest.toml --out "$next_catalog" 2>/dev/null
 fi
+pricing_metrics="$(free_port)"
 $PY -m pricing run --host "$host" --port "$port" --catalog "$catalog" --catalog "$next_catalog" \
-    --index exact --stats-interval-s 30 &
+    --index exact --stats-interval-s 30 --metrics-port "$pricing_metrics" &
 pids+=("$!")
-echo "demo: pricing service on the demo catalogs for embedder 1.0.0 and 1.1.0 (synthetic prices)"
+echo "demo: pricing service on the demo catalogs for embedder 1.0.0 and 1.1.0 (synthetic prices),"
+echo "      its metrics on http://127.0.0.1:$pricing_metrics/metrics"
+
+# The fleet exporter: every device's status and stats as Prometheus metrics (docs/fleet.md); point a
+# Prometheus at it with deploy/prometheus/prometheus.yml.
+fleet_metrics="$(free_port)"
+$PY -m fleet run --host "$host" --port "$port" --listen-port "$fleet_metrics" 2>/dev/null &
+pids+=("$!")
+echo "demo: fleet exporter on http://127.0.0.1:$fleet_metrics/metrics"
 
 # A local model repository (signed with demo keys kept in .demo-state/), served over HTTP, which the
 # appliance checks every 30 s. `make release-demo` publishes a new embedder to it.
@@ -53,7 +63,7 @@ echo "demo: pricing service on the demo catalogs for embedder 1.0.0 and 1.1.0 (s
 repo=.demo-state/ota-repo
 rm -rf "$repo" .demo-state/ota-keys .demo-state/ota
 .venv/bin/appliance-release --repo "$repo" --keys .demo-state/ota-keys init >/dev/null
-ota_port="$($PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+ota_port="$(free_port)"
 $PY -m http.server --bind 127.0.0.1 --directory "$repo" "$ota_port" >/dev/null 2>&1 &
 pids+=("$!")
 export APPLIANCE_OTA__ENABLED=true APPLIANCE_OTA__REPOSITORY_URL="http://127.0.0.1:$ota_port"
@@ -66,7 +76,7 @@ echo "demo: model repository on http://127.0.0.1:$ota_port (publish with: make r
 # never send to a server.
 live_port=8080
 if (exec 3<>"/dev/tcp/127.0.0.1/$live_port") 2>/dev/null; then
-    live_port="$($PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    live_port="$(free_port)"
 fi
 token="$($PY -c 'import secrets; print(secrets.token_urlsafe(16))')"
 APPLIANCE_HTTP__TOKEN_HASH="$(printf '%s' "$token" | $PY -c 'import sys; from device.live.auth import hash_token; print(hash_token(sys.stdin.read()))')"

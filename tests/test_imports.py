@@ -10,6 +10,7 @@
   stands on (the one exception tree and its CLI translation, percentiles, the rate-limited log).
   Its benchmarks may also drive the device's real link (outbox, drainer, MQTT link), which is what they
   measure the quote round trip through.
+- The fleet exporter (fleet/) reads the devices' published JSON; it shares only the foundations.
 - Rigs, the pricing service and the rest of the firmware do not import device.commands; shared rigs
   are in `rigs`.
 """
@@ -99,7 +100,7 @@ def test_rigs_and_the_pricing_service_do_not_import_the_appliances_commands() ->
     """Editing a benchmark must not break the tests' rigs or the pricing service (tests that test a
     command import it, of course)."""
     found = []
-    for package in ("pricing", "rigs", "models/release", "deploy/image"):
+    for package in ("pricing", "fleet", "rigs", "models/release", "deploy/image"):
         found += offenders(package, ("device.commands",))
     for path in modules("tests"):
         if not path.name.startswith("test_"):  # conftest and the rigs beside it
@@ -115,4 +116,19 @@ def test_rigs_and_the_pricing_service_do_not_import_the_appliances_commands() ->
                 for n in imports(path)
                 if under(n, ("device.commands",))
             ]
+    assert found == []
+
+
+# The fleet exporter reads the devices' published JSON and nothing of their insides: the MQTT client
+# builder, the clock, the exception tree and the rate-limited log are all it shares with the firmware.
+FLEET_MAY_USE = ("device.link.client", "device.clock", "device.errors", "device.cli_main", "device.ratelog")
+
+
+def test_the_fleet_exporter_imports_only_the_shared_foundations() -> None:
+    found = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in modules("fleet")
+        for name in imports(path)
+        if under(name, ("device", "pricing")) and not under(name, FLEET_MAY_USE)
+    ]
     assert found == []
