@@ -37,5 +37,10 @@ class TokenBucket:
     def take(self, now: float, count: float = 1.0) -> bool:
         if self.available(now) + DUST < count:
             return False
-        self.tokens -= count
+        self.spend(count)
         return True
+
+    def spend(self, count: float = 1.0) -> None:
+        """Use tokens already counted by `whole()` or `available()`, as a caller that sends up to that
+        many does, one at a time, without refilling between them."""
+        self.tokens -= count

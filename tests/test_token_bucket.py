@@ -20,3 +20,13 @@ def test_float_dust_does_not_cost_a_token() -> None:
     for _ in range(10):  # 0.1 s at 10/s is 0.9999999... on these clock values
         now += 0.1
         assert bucket.take(now)
+
+
+def test_tokens_counted_by_whole_are_spent_one_at_a_time() -> None:
+    """The drainer's way: count what may go now, send up to that many, spend one per message sent."""
+    bucket = TokenBucket(rate=10.0, burst=5.0)
+    assert bucket.whole(100.0) == 5
+    for _ in range(3):  # three sent, then the broker's window closed
+        bucket.spend()
+    assert bucket.whole(100.0) == 2  # no refill in between, and the unsent two are still there
+    assert bucket.whole(100.1) == 3

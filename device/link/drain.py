@@ -101,7 +101,7 @@ class Drainer:
             if not self._send(item, publish):
                 return
             self._backlog_cursor = item.seq
-            self._backlog_budget.tokens -= 1.0
+            self._backlog_budget.spend()
 
     def _send(self, item: Pending, publish: Publish) -> bool:
         mid = publish(item)
