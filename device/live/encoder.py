@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from device.camera.source import Frame
+from device.supervise import supervised
 from device.vision.tracker import Track
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,12 @@ class EncoderCounters:
     encoded: int = 0  # frames encoded for viewers
     encode_ms: float = 0.0  # the last frame's encoding time
     snapshots: int = 0  # /api/snapshot.jpg answers (encoded on the request's own worker)
+    crashes: int = 0  # unexpected exceptions in the encoder or the server thread, each restarted
+    last_crash: str = ""
+
+    def crashed(self, why: str) -> None:
+        self.crashes += 1
+        self.last_crash = why
 
 
 class FrameSlot:
@@ -117,7 +124,8 @@ class Encoder:
         self.counters = counters
         self.deliver = deliver
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="live-encoder", daemon=True)
+        run = supervised("live-encoder", self._run, self._stop, self.counters.crashed)
+        self._thread = threading.Thread(target=run, name="live-encoder", daemon=True)
 
     def start(self) -> None:
         self.counters.starts += 1

@@ -29,6 +29,7 @@ from device.config import HttpConfig
 from device.control import PaceCommand
 from device.live.auth import Sessions, verify_token
 from device.live.encoder import Encoder, EncoderCounters, FrameSlot, encode_jpeg, yield_to_the_frame_path
+from device.supervise import supervised
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,9 @@ class LiveServer:
         self._verifying = asyncio.Lock()
         self._stopped: asyncio.Future[None] | None = None
         self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="http", daemon=True)
+        self._halt = threading.Event()
+        run = supervised("http", self._run, self._halt, self._crashed)
+        self._thread = threading.Thread(target=run, name="http", daemon=True)
 
     # -- the daemon's side (other threads) ---------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
@@ -90,6 +93,7 @@ class LiveServer:
         self._ready.wait(timeout)
 
     def stop(self, timeout: float = 1.0) -> None:
+        self._halt.set()
         loop, stopped = self._loop, self._stopped
         if loop is not None and stopped is not None and not loop.is_closed():
             loop.call_soon_threadsafe(_resolve, stopped)
@@ -114,6 +118,8 @@ class LiveServer:
             "encode_ms": self.counters.encode_ms,
             "frames_dropped": sum(v.dropped for v in list(self._viewers)),
             "snapshots": self.counters.snapshots,
+            "crashes": self.counters.crashes,
+            "last_crash": self.counters.last_crash,
         }
 
     def _call(self, callback: Callable[[dict[str, Any]], None], event: dict[str, Any]) -> None:
@@ -127,12 +133,25 @@ class LiveServer:
         return {"state": "online", **self.actions.status()}
 
     # -- the server's thread -----------------------------------------------------------------------
+    def _crashed(self, why: str) -> None:
+        """The server's thread raised (device/supervise.py logged it whole): off until it restarts."""
+        self.counters.crashed(why)
+        self.url, self.error = "", f"unexpected {why}"
+        self._ready.set()  # start() must not wait out its timeout for a server that failed
+
     def _run(self) -> None:
         yield_to_the_frame_path()  # sending frames and answering the page can wait a moment; frames cannot
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         self._loop = loop
-        self._stopped = loop.create_future()
+        self._stopped = stopped = loop.create_future()
+        try:
+            self._serve(loop, stopped)
+        finally:  # also when it raised: the supervisor starts a fresh loop after its backoff
+            self._stop_encoder()
+            loop.close()
+
+    def _serve(self, loop: asyncio.AbstractEventLoop, stopped: asyncio.Future[None]) -> None:
         runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=0.5)
         try:
             loop.run_until_complete(runner.setup())
@@ -144,20 +163,16 @@ class LiveServer:
             log.error("live view off: %s; set [http] host/port to a free address", self.error)
             self._ready.set()
             loop.run_until_complete(runner.cleanup())
-            loop.close()
             return
+        self.error = None  # listening (again, after a crash)
         scheme = "https" if self.config.cert_file else "http"
         host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
         self.url = f"{scheme}://{host}:{self.config.port}/"
         log.info("live view on %s", self.url)
         self._ready.set()
-        try:
-            loop.run_until_complete(self._stopped)
-            loop.run_until_complete(self._close_viewers())
-            loop.run_until_complete(runner.cleanup())
-        finally:
-            self._stop_encoder()
-            loop.close()
+        loop.run_until_complete(stopped)
+        loop.run_until_complete(self._close_viewers())
+        loop.run_until_complete(runner.cleanup())
 
     def _tls(self) -> ssl.SSLContext | None:
         if self.config.cert_file is None or self.config.key_file is None:
