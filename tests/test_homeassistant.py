@@ -151,6 +151,12 @@ def test_configs_are_retained_name_the_devices_topics_and_render_against_its_rea
     for object_id, message in (("pace", real[f"{TOPIC}/stats"]), ("last_quote", real[f"{TOPIC}/quotes"])):
         config = found[f"homeassistant/sensor/{DEVICE}/{object_id}/config"]
         assert isinstance(json.loads(render(config["json_attributes_template"], message)), dict)
+    # Without quote_currency any quote's price shows; with another currency than the quote's, unknown.
+    for currency, price in ((None, str(quote["avg_sold_price"])), ("JPY", "None")):
+        config = HomeAssistantConfig(enabled=True, quote_currency=currency)
+        entities = Discovery(config, Topics("appliance", DEVICE), 1, PI_MODEL).entities
+        template = next(e.options["value_template"] for e in entities if e.object_id == "last_quote")
+        assert render(template, real[f"{TOPIC}/quotes"]) == price
     device.close()
 
 

@@ -101,7 +101,7 @@ def entities(topics: Topics, config: HomeAssistantConfig) -> list[Entity]:
             "'sell_through': value_json.get('sell_through'), 'n': value_json.get('n'), "
             "'status': value_json.get('status')} | tojson }}",
         }),
-        # Its own state is the status: available always, so that a lost device reads off, not unknown.
+        # Its state is the status; always available, so a lost device reads off, not unavailable.
         Entity("binary_sensor", "online", "Online", {
             "state_topic": topics.status, "value_template": ONLINE, "payload_on": "online",
             "payload_off": "offline", "device_class": "connectivity", "qos": 1,
