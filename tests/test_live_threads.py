@@ -25,7 +25,8 @@ from .mqtt_helpers import wait_until
 
 
 def test_an_encoder_that_raises_is_logged_counted_and_restarted(caplog: pytest.LogCaptureFixture) -> None:
-    slot, counters, delivered = FrameSlot(), EncoderCounters(), []
+    slot, counters = FrameSlot(), EncoderCounters()
+    delivered: list[bytes] = []
     slot.offer(Frame(np.zeros((48, 64, 3), np.uint8), time.time(), 1), [])
 
     def deliver(message: bytes) -> None:  # the server's hand-off, failing once
