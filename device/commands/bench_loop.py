@@ -33,8 +33,13 @@ from rigs.report import LoadSpan, check, check_lines, load_line
 
 WARMUP_FRAMES = 30  # the first invokes warm caches and allocate; not what the loop costs
 CAMERA_FPS = 30  # a camera paces the frames; decoding unpaced would race the frame thread for the GIL
-P99_BUDGET_MS = 1.0  # a sensor read (0.9 ms on a Pi 4) or a stats snapshot on the frame thread breaks it
-P50_BUDGET_MS = 1.0  # the pipeline's own non-inference budget, which the loop must not add much to
+# The pipeline's own 1 ms non-inference budget (bench pipeline), plus half a millisecond for what the
+# loop adds: the pace, OTA swaps and the failover, the watchdog, the live view's hand-off.
+P50_BUDGET_MS = 1.5
+# Periodic work on the frame thread (a sensor read every 2 s, a stats snapshot and an SQLite DELETE every
+# stats interval) lands on a few frames in a hundred: it shows as a tail, p99 far above p50. Measured as
+# a ratio, so that a slower machine or a busy one moves both alike (docs/benchmarks.md, "The frame loop").
+TAIL_BUDGET = 2.0
 
 
 class LoopProbe:
@@ -91,7 +96,12 @@ def loop_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         check("frames measured (enough for a p99)", results["frames"], ">=", 300),
         check("frame loop, non-inference ms per frame, p50", figures["p50"], "<=", P50_BUDGET_MS),
-        check("frame loop, non-inference ms per frame, p99", figures["p99"], "<=", P99_BUDGET_MS),
+        check(
+            "frame loop, non-inference ms per frame, p99 / p50 (no periodic work on the frame thread)",
+            round(figures["p99"] / figures["p50"], 3) if figures["p50"] else float("inf"),
+            "<=",
+            TAIL_BUDGET,
+        ),
     ]
 
 
