@@ -86,6 +86,13 @@ def test_bench_loop_reports_the_frame_loop_figures() -> None:
     assert [c["check"] for c in report["checks"]] == [c["check"] for c in loop_checks(report)]
 
 
+def test_a_loop_run_that_measured_no_frame_fails_every_check() -> None:
+    nothing = {"frames": 0, "non_inference_ms": {"p50": None, "p90": None, "p99": None, "max": None}}
+    checks = loop_checks(nothing)
+    assert len(checks) == 3 and not any(c["ok"] for c in checks)
+    json.dumps(checks, allow_nan=False)  # a report stays strict JSON
+
+
 GOOD_LOOP = {"frames": 1200, "non_inference_ms": {"p50": 1.05, "p99": 1.75}}
 
 
@@ -96,7 +103,7 @@ GOOD_LOOP = {"frames": 1200, "non_inference_ms": {"p50": 1.05, "p99": 1.75}}
         ({"non_inference_ms": {"p50": 1.6, "p99": 2.0}}, "per frame, p50"),
         # the old loop, with the sensors and the stats on the frame thread (2.72 / 1.11 measured):
         ({"non_inference_ms": {"p50": 1.11, "p99": 2.72}}, "p99 / p50"),
-        ({"non_inference_ms": {"p50": 0.0, "p99": 0.0}}, "p99 / p50"),  # nothing measured
+        ({"non_inference_ms": {"p50": 1.0, "p99": 2.5}}, "p99 / p50"),
     ],
 )
 def test_each_loop_check_fails_on_a_bad_measurement(bad: dict[str, object], failing: str) -> None:
