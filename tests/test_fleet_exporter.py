@@ -289,6 +289,13 @@ def test_the_exporter_s_own_identity_on_the_production_broker(
     (tmp_path / "broker").mkdir()
     broker = TlsBroker(tmp_path / "broker", site, share_guard)
     broker.start()
+    try:
+        check_the_exporter_identity(broker, site)
+    finally:
+        broker.stop()
+
+
+def check_the_exporter_identity(broker: TlsBroker, site: Path) -> None:
     config = ExporterConfig(
         host="localhost",
         port=broker.port,
@@ -322,4 +329,3 @@ def test_the_exporter_s_own_identity_on_the_production_broker(
         device.close()
         stop.set()
         thread.join(5)
-        broker.stop()

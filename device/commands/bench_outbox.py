@@ -35,7 +35,7 @@ SAMPLE = Path(__file__).resolve().parents[2] / "tests" / "data" / "wire" / "full
 DEMO_OBJECTS_PER_S = 4 / (240 / 15)
 DEFAULT_RATE_BACKLOG = 2000  # drained at the default drain_rate_per_s: about 4 s at 500/s
 OBJECTS_PER_FRAME = 3  # a frame with a few objects (the demo's photos hold one to two each)
-SIDE_BY_SIDE_FRAMES = 1500  # frames timed per phase
+SIDE_BY_SIDE_FRAMES = 1500  # frames timed per phase (fewer when --messages asks for a smaller run)
 
 
 def bench_outbox(messages: int, backlog: int, as_json: bool) -> int:
@@ -47,8 +47,10 @@ def bench_outbox(messages: int, backlog: int, as_json: bool) -> int:
         durable = _durable(port, template, messages, config, "NORMAL")
         durable_full = _durable(port, template, messages // 4, config, "FULL")
         drained = _backlog(port, template, backlog, config)
-        at_default = _backlog(port, template, DEFAULT_RATE_BACKLOG, OutboxConfig(max_bytes=2**31))
-        contended = _enqueue_side_by_side(port, template, config)
+        # A smaller run (the tests' --messages 200) shrinks these too; the default run is the full size.
+        default_backlog = min(DEFAULT_RATE_BACKLOG, backlog)
+        at_default = _backlog(port, template, default_backlog, OutboxConfig(max_bytes=2**31))
+        contended = _enqueue_side_by_side(port, template, config, min(SIDE_BY_SIDE_FRAMES, messages))
     report = {
         "machine": machine(),
         "payload_bytes": len(SAMPLE.read_bytes()),
@@ -194,35 +196,40 @@ def _frames(outbox: Outbox, template: ObjectMessage, count: int, batched: bool) 
     return times
 
 
-def _phase(outbox: Outbox, template: ObjectMessage, batched: bool) -> dict[str, float]:
-    times = np.array(_frames(outbox, template, SIDE_BY_SIDE_FRAMES, batched))
+def _phase(outbox: Outbox, template: ObjectMessage, batched: bool, frames: int) -> dict[str, float]:
+    times = np.array(_frames(outbox, template, frames, batched))
     return {
         "frame_ms_p50": round(float(np.percentile(times, 50)), 4),
         "frame_ms_p99": round(float(np.percentile(times, 99)), 4),
     }
 
 
-def _enqueue_side_by_side(port: int, template: ObjectMessage, config: OutboxConfig) -> dict[str, Any]:
+def _enqueue_side_by_side(
+    port: int, template: ObjectMessage, config: OutboxConfig, frames: int
+) -> dict[str, Any]:
     """The frame thread's hand-off (one add_many per frame) in one run: alone, then while the drainer
     sends a backlog as fast as it can (drain_rate_per_s = 1e9) on the same process and GIL."""
     outbox = Outbox(Path(tempfile.mkdtemp(prefix="bench-side-")) / "outbox.sqlite", config, SystemClock())
-    alone = _phase(outbox, template, batched=True)
-    # Enough backlog that the drainer is still busy when the timed frames end (about 17k msg/s here).
-    for _ in range(10_000):
+    alone = _phase(outbox, template, batched=True, frames=frames)
+    # Enough backlog that the drainer is still busy when the timed frames end (about 17k msg/s here):
+    # 100,000 messages for 1500 frames a phase.
+    for _ in range(max(1, 10_000 * frames // SIDE_BY_SIDE_FRAMES)):
         outbox.add_many([template] * 10)
     link = _link(port, outbox, config)
     link.start()
     _wait_connected(link)
     acked = link.drainer.stats.acked
-    draining = _phase(outbox, template, batched=True)
-    one_by_one = _phase(outbox, template, batched=False)  # `add` per object, as the pipeline hands off
+    draining = _phase(outbox, template, batched=True, frames=frames)
+    one_by_one = _phase(
+        outbox, template, batched=False, frames=frames
+    )  # `add` per object, as the pipeline hands off
     busy = outbox.stats().depth > 0  # the drainer never ran out of work while the frames were timed
     sent = link.drainer.stats.acked - acked
     link.stop()
     outbox.close()
     return {
         "objects_per_frame": OBJECTS_PER_FRAME,
-        "frames": SIDE_BY_SIDE_FRAMES,
+        "frames": frames,
         "alone": alone,
         "draining": {**draining, "drainer_acked_meanwhile": sent, "drainer_busy_throughout": busy},
         "draining_one_add_per_object": one_by_one,
