@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -59,7 +62,9 @@ def chromium_binary() -> str:
 
 class Chromium:
     def __init__(self, width: int = 1280, height: int = 800) -> None:
-        self._profile = tempfile.TemporaryDirectory(prefix="appliance-chromium-")
+        # Chromium's helper processes can still be writing the profile as the main one exits: the
+        # whole process group is ended below, and a file that appears during the cleanup is left.
+        self._profile = tempfile.TemporaryDirectory(prefix="appliance-chromium-", ignore_cleanup_errors=True)
         self._process = subprocess.Popen(
             [
                 chromium_binary(),
@@ -70,6 +75,7 @@ class Chromium:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: its renderers and helpers end with it
         )
         self._loop = asyncio.new_event_loop()
         self._ids = itertools.count(1)
@@ -190,11 +196,15 @@ class Chromium:
                 pass
             finally:
                 self._loop.close()
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(5)
+        self._end(signal.SIGTERM)
+        try:
+            self._process.wait(5)
+        except subprocess.TimeoutExpired:
+            self._end(signal.SIGKILL)
+            self._process.wait(5)
+        self._end(signal.SIGKILL)  # helpers that outlived the main process
         self._profile.cleanup()
+
+    def _end(self, signum: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._process.pid, signum)
