@@ -78,9 +78,9 @@ def dedupe_cost(count: int = 100_000) -> dict[str, float]:
     return {**times, "ratio": round(worst / times["in_order_us"], 2)}
 
 
-def bench_fuzz(attacks: int, sparse: int, rate: float, as_json: bool) -> int:
+def bench_fuzz(attacks: int, sparse: int, rate: float, as_json: bool, blocks: int = BLOCKS) -> int:
     load = LoadSpan()
-    result = {**run_fuzz(attacks, sparse, rate), "dedupe": dedupe_cost()}
+    result = {**run_fuzz(attacks, sparse, rate, blocks), "dedupe": dedupe_cost()}
     report = {
         "machine": machine(),
         "fuzz": result,
@@ -90,7 +90,7 @@ def bench_fuzz(attacks: int, sparse: int, rate: float, as_json: bool) -> int:
     return report_out(report, as_json)
 
 
-def run_fuzz(attacks: int, sparse: int, rate: float) -> dict[str, Any]:
+def run_fuzz(attacks: int, sparse: int, rate: float, blocks: int = BLOCKS) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-fuzz-"))
     honest_message = write_bench_catalog(workdir / "catalog.sqlite")
     with local_broker() as port:
@@ -102,7 +102,8 @@ def run_fuzz(attacks: int, sparse: int, rate: float) -> dict[str, Any]:
             watch.received.get(timeout=60)  # the service is up and publishing
             honest = Honest(port, honest_message)
             try:
-                return _measure(port, psutil.Process(service.pid), honest, watch, (attacks, sparse, rate))
+                sizes = (attacks, sparse, rate, blocks)
+                return _measure(port, psutil.Process(service.pid), honest, watch, sizes)
             finally:
                 honest.client.close()
                 watch.close()
@@ -122,13 +123,13 @@ def _start_service(catalog: Path, port: int) -> subprocess.Popen[bytes]:
 
 
 def _measure(
-    port: int, service: psutil.Process, honest: Honest, watch: Client, sizes: tuple[int, int, float]
+    port: int, service: psutil.Process, honest: Honest, watch: Client, sizes: tuple[int, int, float, int]
 ) -> dict[str, Any]:
-    attacks, sparse, rate = sizes
+    attacks, sparse, rate, blocks = sizes
     honest.until(time.perf_counter() + 2)  # warm-up: caches, connections, the index
     rss_before = service.memory_info().rss
     quiet, attacked, paced_sent = _paced(
-        port, honest, watch, AttackPlan(attacks, sparse, rate, 11, cycle=True)
+        port, honest, watch, AttackPlan(attacks, sparse, rate, 11, cycle=True), blocks
     )
     rss_paced = service.memory_info().rss
     flood_plan = AttackPlan(attacks, sparse, 0.0, 12, cycle=False)
@@ -161,14 +162,14 @@ def _measure(
 
 
 def _paced(
-    port: int, honest: Honest, watch: Client, plan: AttackPlan
+    port: int, honest: Honest, watch: Client, plan: AttackPlan, blocks: int
 ) -> tuple[list[float], list[float], int]:
     """Quiet and attack blocks in turn; the honest round trips of each kind, and the attack's size. A
     quiet block starts only once the service has worked off what the attack left in its queue."""
     quiet: list[float] = []
     attacked: list[float] = []
     with _Attacker(port, plan) as attack:
-        for block in range(2 * BLOCKS):
+        for block in range(2 * blocks):
             on = block % 2 == 1
             attack.go(on)
             if not on:

@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--attacks", type=int, default=22_000, help="fuzz: corpus messages")
     bench.add_argument("--sparse", type=int, default=50_000, help="fuzz: scattered-seq messages after them")
     bench.add_argument(
+        "--blocks", type=int, default=6, help="fuzz: paced attack blocks of 2 s, each beside a quiet one"
+    )
+    bench.add_argument(
         "--rate", type=float, default=1000.0, help="fuzz: the paced attack's messages per second"
     )
     bench.add_argument("--items", type=int, default=1_000_000)
@@ -105,7 +108,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "bench" and args.what == "fuzz":
         from pricing.bench_fuzz import bench_fuzz
 
-        return bench_fuzz(args.attacks, args.sparse, args.rate, args.json)
+        return bench_fuzz(args.attacks, args.sparse, args.rate, args.json, args.blocks)
     if args.command == "bench":
         from pricing.bench import bench
 
