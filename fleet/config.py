@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from device.settings import load_settings
 from fleet.errors import ExporterConfigError
 
 # Prometheus's own registry of default ports lists 9100-9999; 9310 is free there and in this project.
@@ -46,18 +46,4 @@ class ExporterConfig(BaseModel):
 
 
 def load_exporter_config(path: Path | None, overrides: dict[str, object]) -> ExporterConfig:
-    data: dict[str, object] = {}
-    if path is not None:
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError:
-            raise ExporterConfigError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ExporterConfigError(f"config file {path} cannot be read: {exc}") from None
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return ExporterConfig.model_validate(data)
-    except ValidationError as exc:
-        where = f"config file {path}" if path else "the command line"
-        details = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
-        raise ExporterConfigError(f"invalid fleet-exporter configuration in {where}: {details}") from None
+    return load_settings(ExporterConfig, path, overrides, ExporterConfigError, "fleet-exporter")

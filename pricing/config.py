@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from device.settings import load_settings
 from pricing.errors import ServiceConfigError
 
 
@@ -45,21 +45,4 @@ class ServiceConfig(BaseModel):
 
 
 def load_service_config(path: Path | None, overrides: dict[str, object]) -> ServiceConfig:
-    data: dict[str, object] = {}
-    if path is not None:
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as exc:
-            raise ServiceConfigError(
-                f"config file {path} is not valid UTF-8 TOML (byte {exc.start} is not UTF-8); "
-                "save it as UTF-8 text"
-            ) from None
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ServiceConfigError(f"config file {path} cannot be read: {exc}") from None
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return ServiceConfig.model_validate(data)
-    except ValidationError as exc:
-        where = f"config file {path}" if path else "the command line"
-        details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ServiceConfigError(f"invalid pricing-service configuration in {where}: {details}") from None
+    return load_settings(ServiceConfig, path, overrides, ServiceConfigError, "pricing-service")

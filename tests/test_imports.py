@@ -7,7 +7,8 @@
 - The pricing service imports from the firmware only what it shares with it on purpose: the wire
   contract (wire, dedupe, the epoch property), the shared MQTT client, the embedder with what it takes
   to run it on catalog photos (vision, the model configs, image files), and the foundations every part
-  stands on (the one exception tree and its CLI translation, percentiles, the rate-limited log).
+  stands on (the one exception tree and its CLI translation, percentiles, the rate-limited log, the
+  settings loader).
   Its benchmarks may also drive the device's real link (outbox, drainer, MQTT link), which is what they
   measure the quote round trip through.
 - The fleet exporter (fleet/) reads the devices' published JSON; it shares only the foundations.
@@ -39,6 +40,7 @@ PRICING_MAY_USE = (
     "device.cli_main",
     "device.metrics",
     "device.ratelog",
+    "device.settings",
 )
 PRICING_BENCH_MAY_ALSO_USE = ("device.link", "device.clock")
 
@@ -121,7 +123,14 @@ def test_rigs_and_the_pricing_service_do_not_import_the_appliances_commands() ->
 
 # The fleet exporter reads the devices' published JSON and nothing of their insides: the MQTT client
 # builder, the clock, the exception tree and the rate-limited log are all it shares with the firmware.
-FLEET_MAY_USE = ("device.link.client", "device.clock", "device.errors", "device.cli_main", "device.ratelog")
+FLEET_MAY_USE = (
+    "device.link.client",
+    "device.clock",
+    "device.errors",
+    "device.cli_main",
+    "device.ratelog",
+    "device.settings",
+)
 
 
 def test_the_fleet_exporter_imports_only_the_shared_foundations() -> None:

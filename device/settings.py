@@ -1,0 +1,44 @@
+"""Settings files for the back-end services (the pricing service, the fleet exporter): a TOML file with
+command-line flags over it, validated by a strict pydantic model. Every problem is one error of the
+caller's kind (exit 78) that names the file or the flags and the key to fix."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from device.errors import ApplianceError
+
+Settings = TypeVar("Settings", bound=BaseModel)
+
+
+def load_settings(
+    model: type[Settings],
+    path: Path | None,
+    overrides: dict[str, object],
+    error: type[ApplianceError],
+    program: str,
+) -> Settings:
+    """`model` from `path` (if any) with the flags that were given (None: not given) over it."""
+    data: dict[str, object] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise error(
+                f"config file {path} is not valid UTF-8 TOML (byte {exc.start} is not UTF-8); "
+                "save it as UTF-8 text"
+            ) from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise error(f"config file {path} cannot be read: {exc}") from None
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        where = f"config file {path}" if path else "the command line"
+        # A check across keys (a model validator) has no key of its own: it is the config's.
+        details = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
+        raise error(f"invalid {program} configuration in {where}: {details}") from None
