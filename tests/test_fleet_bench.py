@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -24,7 +23,7 @@ from .broker import Mosquitto
 from .conftest import ROOT
 from .daemons import start_daemon
 from .mqtt_helpers import Collector, daemon_env, wait_until
-from .tls_broker import TlsBroker, connect, pki
+from .tls_broker import connect, site_broker
 
 # Long enough that the source never ends during a test (the default demo source stops after 3 s).
 SOURCE = "images:demo?fps=15&seconds=600"
@@ -200,13 +199,7 @@ def test_a_malformed_bench_is_ignored_with_one_warning_and_a_second_one_while_bu
 def test_the_production_acl_lets_a_device_publish_its_own_bench_only_and_the_operator_read_it(
     tmp_path: Path, certs: Path, share_guard: Path
 ) -> None:
-    site = tmp_path / "site"
-    shutil.copytree(certs, site)
-    pki(site, "client", "fleet-admin")
-    (tmp_path / "broker").mkdir()
-    broker = TlsBroker(tmp_path / "broker", site, share_guard)
-    broker.start()
-    try:
+    with site_broker(tmp_path, certs, share_guard, "fleet-admin") as (broker, site):
         a = connect(broker, site, "dev-a")
         assert a.publish("appliance/dev-a/bench", b"{}") in ("Success", "No matching subscribers")
         assert a.publish("appliance/dev-b/bench", b"{}") == "Not authorized"
@@ -237,8 +230,6 @@ def test_the_production_acl_lets_a_device_publish_its_own_bench_only_and_the_ope
         )
         assert code == 0, report
         assert report["answered"] == ["dev-a"] and report["results"]["dev-a"]["status"] == "ok"
-    finally:
-        broker.stop()
 
 
 def test_the_device_kind_is_the_boards_name_else_the_architecture_and_cpu_model(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import subprocess
 import sys
 import threading
@@ -36,7 +35,7 @@ from .broker import Mosquitto
 from .conftest import ROOT
 from .mqtt_helpers import Collector, wait_until
 from .prom_helpers import Samples, of_device, sample, scrape_text
-from .tls_broker import TlsBroker, connect, pki
+from .tls_broker import TlsBroker, connect, site_broker
 
 
 class Fleet:
@@ -283,16 +282,8 @@ def test_the_exporter_s_own_identity_on_the_production_broker(
 ) -> None:
     """deploy/mosquitto/acl, `user fleet-exporter`: the exporter, with its own certificate, reads the
     devices' status and stats; it cannot read their objects, nor command or impersonate them."""
-    site = tmp_path / "site"
-    shutil.copytree(certs, site)
-    pki(site, "client", "fleet-exporter")
-    (tmp_path / "broker").mkdir()
-    broker = TlsBroker(tmp_path / "broker", site, share_guard)
-    broker.start()
-    try:
+    with site_broker(tmp_path, certs, share_guard, "fleet-exporter") as (broker, site):
         check_the_exporter_identity(broker, site)
-    finally:
-        broker.stop()
 
 
 def check_the_exporter_identity(broker: TlsBroker, site: Path) -> None:

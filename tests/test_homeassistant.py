@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,15 +22,15 @@ from device.config import HomeAssistantConfig, load_config
 from device.errors import ConfigError
 from device.link.homeassistant import Discovery
 from device.link.topics import Topics
-from pricing.catalog import CatalogInfo, Item, load_catalog, write_catalog
+from pricing.catalog import CatalogInfo, Item, write_catalog
 from pricing.config import ServiceConfig
-from pricing.pricer import Pricer
 from pricing.service import PricingService
 
 from .broker import Mosquitto
 from .daemons import start_daemon
 from .mqtt_helpers import Collector, Received, daemon_env, wait_until
-from .tls_broker import TlsBroker, connect, pki
+from .pricing_helpers import running_service
+from .tls_broker import TlsBroker, connect, site_broker
 
 DEVICE = "ha-dev"
 TOPIC = f"appliance/{DEVICE}"
@@ -64,14 +62,8 @@ def pricing(broker: Mosquitto, tmp_path: Path) -> Iterator[PricingService]:
         port=broker.port, catalog=catalog, instance="pricing-ha", index="exact", min_similarity=-1.0,
         min_neighbours=1,
     )  # fmt: skip
-    service = PricingService(config, Pricer(load_catalog(catalog), config))
-    stop, ready = threading.Event(), threading.Event()
-    thread = threading.Thread(target=service.run, args=(stop, ready), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    yield service
-    stop.set()
-    thread.join(5)
+    with running_service(config) as service:
+        yield service
 
 
 def start(broker: Mosquitto, tmp_path: Path, enabled: bool = True, **extra: str) -> subprocess.Popen[bytes]:
@@ -226,21 +218,15 @@ def test_disabled_by_default_and_validated(tmp_path: Path) -> None:
         load_config(None, environ={"APPLIANCE_DEVICE_ID": "homeassistant"})
 
 
-@pytest.fixture()
-def site(tmp_path: Path, certs: Path) -> Path:
-    """The test site's certificates plus one for Home Assistant, as docs/homeassistant.md issues it."""
-    copy = tmp_path / "site"
-    shutil.copytree(certs, copy)
-    pki(copy, "client", "homeassistant")
-    return copy
-
-
 def test_the_production_acl_keeps_each_device_to_its_own_discovery_topics(
-    tmp_path: Path, site: Path, share_guard: Path
+    tmp_path: Path, certs: Path, share_guard: Path
 ) -> None:
-    (tmp_path / "broker").mkdir()
-    broker = TlsBroker(tmp_path / "broker", site, share_guard)
-    broker.start()
+    """With a certificate for Home Assistant, as docs/homeassistant.md issues it."""
+    with site_broker(tmp_path, certs, share_guard, "homeassistant") as (broker, site):
+        check_the_discovery_acl(broker, site)
+
+
+def check_the_discovery_acl(broker: TlsBroker, site: Path) -> None:
     ha = connect(broker, site, "homeassistant")
     assert ha.subscribe("homeassistant/#") == 1 and ha.subscribe("appliance/+/status") == 1
     a, b = connect(broker, site, "dev-a"), connect(broker, site, "dev-b")
@@ -266,4 +252,3 @@ def test_the_production_acl_keeps_each_device_to_its_own_discovery_topics(
     assert ha.publish("homeassistant/status", b"online") == "Success"  # its birth message
     for client in (ha, a, b):
         client.close()
-    broker.stop()

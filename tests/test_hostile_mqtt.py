@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import queue
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,13 +13,13 @@ import pytest
 
 from device.wire import CONTENT_TYPE, encode
 from pricing.bench_fuzz_rig import Client
-from pricing.catalog import CatalogInfo, Item, load_catalog, write_catalog
+from pricing.catalog import CatalogInfo, Item, write_catalog
 from pricing.config import ServiceConfig
 from pricing.fuzz import Attack, corpus, template
-from pricing.pricer import Pricer
 from pricing.service import PricingService
 
 from .broker import Mosquitto
+from .pricing_helpers import running_service
 
 INFO = CatalogInfo("test-embedder", "2.0.0", 8, synthetic=False)
 BASE = template(INFO.model_id, INFO.model_version, INFO.dim)
@@ -32,15 +31,10 @@ def service(broker: Mosquitto, tmp_path: Path) -> Iterator[PricingService]:
     items = [Item(f"i{n}", vector, 0.01, 0, 1000.0 + n, "JPY", "sold") for n in range(5)]
     path = tmp_path / "catalog.sqlite"
     write_catalog(path, INFO, items)
-    config = ServiceConfig(port=broker.port, catalog=path, index="exact", min_neighbours=1)
-    svc = PricingService(config, Pricer(load_catalog(path), config))
-    stop, ready = threading.Event(), threading.Event()
-    thread = threading.Thread(target=svc.run, args=(stop, ready), daemon=True)
-    thread.start()
-    assert ready.wait(10), "the service did not connect"
-    yield svc
-    stop.set()
-    thread.join(5)
+    with running_service(
+        ServiceConfig(port=broker.port, catalog=path, index="exact", min_neighbours=1)
+    ) as svc:
+        yield svc
 
 
 class Device:

@@ -3,7 +3,6 @@ the index and its catalogs, scraped over HTTP from a real service on a real brok
 
 from __future__ import annotations
 
-import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from rigs.broker import free_port
 from .broker import Mosquitto
 from .conftest import DATA, MODELS, ROOT
 from .mqtt_helpers import Collector, wait_until
+from .pricing_helpers import running_service
 from .prom_helpers import Samples, sample, scrape_text
 
 
@@ -40,14 +40,8 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def service(broker: Mosquitto, catalog: Path) -> Iterator[PricingService]:
     config = ServiceConfig(port=broker.port, catalog=catalog, index="exact", metrics_port=free_port())
-    running = PricingService(config, Pricer(load_catalog(catalog), config))
-    stop, ready = threading.Event(), threading.Event()
-    thread = threading.Thread(target=running.run, args=(stop, ready), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    yield running
-    stop.set()
-    thread.join(5)
+    with running_service(config) as running:
+        yield running
 
 
 def metrics(service: PricingService) -> Samples:

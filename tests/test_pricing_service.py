@@ -8,8 +8,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +23,13 @@ from device.wire import CONTENT_TYPE, decode, encode
 from pricing.build import build_demo
 from pricing.catalog import CatalogInfo, Item, load_catalog, write_catalog
 from pricing.config import ServiceConfig
-from pricing.pricer import Pricer
 from pricing.service import PricingService
 
 from .broker import Mosquitto
 from .conftest import DATA, MODELS, ROOT
 from .daemons import start_daemon
 from .mqtt_helpers import Collector, daemon_env
+from .pricing_helpers import running_service
 
 
 @pytest.fixture(scope="session")
@@ -48,21 +48,15 @@ def test_demo_catalog_is_marked_synthetic(demo_catalog: Path) -> None:
 
 @pytest.fixture()
 def two_services(broker: Mosquitto, demo_catalog: Path) -> Iterator[list[PricingService]]:
-    stop = threading.Event()
-    services, threads = [], []
-    for name in ("pricing-a", "pricing-b"):
-        config = ServiceConfig(port=broker.port, catalog=demo_catalog, instance=name, index="exact")
-        service = PricingService(config, Pricer(load_catalog(demo_catalog), config))
-        ready = threading.Event()
-        thread = threading.Thread(target=service.run, args=(stop, ready), daemon=True)
-        thread.start()
-        assert ready.wait(10)
-        services.append(service)
-        threads.append(thread)
-    yield services
-    stop.set()
-    for thread in threads:
-        thread.join(5)
+    with ExitStack() as stack:
+        yield [
+            stack.enter_context(
+                running_service(
+                    ServiceConfig(port=broker.port, catalog=demo_catalog, instance=name, index="exact")
+                )
+            )
+            for name in ("pricing-a", "pricing-b")
+        ]
 
 
 def test_two_copies_on_one_shared_subscription_answer_each_request_once(
@@ -208,15 +202,10 @@ def test_a_device_whose_state_was_wiped_gets_quotes_again(
     """Re-flashed or wiped, a device numbers its messages from 1 again. Its new sequence epoch (an MQTT
     v5 user property) tells the service so; before, every message was dropped as a repeat until the
     service restarted."""
-    stop, ready = threading.Event(), threading.Event()
     config = ServiceConfig(port=broker.port, catalog=demo_catalog, index="exact")
-    service = PricingService(config, Pricer(load_catalog(demo_catalog), config))
-    thread = threading.Thread(target=service.run, args=(stop, ready), daemon=True)
-    thread.start()
-    assert ready.wait(10)
     watcher = Collector(broker.port, "appliance/test-dev/quotes")
     state = tmp_path / "state"
-    try:
+    with running_service(config) as service:
         for run in (1, 2):
             daemon = start_daemon(daemon_env(broker.port, state), log=tmp_path / f"daemon-{run}.log")
             watcher.wait_for(
@@ -227,8 +216,5 @@ def test_a_device_whose_state_was_wiped_gets_quotes_again(
             daemon.send_signal(signal.SIGTERM)
             assert daemon.wait(15) == 0
             shutil.rmtree(state)  # wiped: the outbox and its sequence floor are gone
-    finally:
-        stop.set()
-        thread.join(5)
-        watcher.close()
+    watcher.close()
     assert service.stats()["counts"]["epoch_changes"] == 1

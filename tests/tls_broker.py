@@ -10,6 +10,8 @@ import re
 import shutil
 import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +90,26 @@ class TlsBroker(Mosquitto):
             os.getuid()
         ).pw_name  # as root, mosquitto would drop to a user that cannot read the keys
         self.config.write_text(text + f"\nuser {user}\nlog_dest stderr\n")
+
+
+@contextmanager
+def site_broker(
+    tmp_path: Path, certs: Path, plugin: Path, *identities: str
+) -> Iterator[tuple[TlsBroker, Path]]:
+    """The production broker on a copy of the test site's certificates, plus a client certificate for
+    each of `identities` issued by deploy/pki.sh as an operator would (fleet-admin, homeassistant,
+    fleet-exporter ...); stopped on the way out, whatever happened."""
+    site = tmp_path / "site"
+    shutil.copytree(certs, site)
+    for name in identities:
+        pki(site, "client", name)
+    (tmp_path / "broker").mkdir()
+    broker = TlsBroker(tmp_path / "broker", site, plugin)
+    broker.start()
+    try:
+        yield broker, site
+    finally:
+        broker.stop()
 
 
 class Client:
