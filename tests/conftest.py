@@ -17,9 +17,11 @@ from device.vision.embedder import Embedder
 from device.vision.manifest import Manifest
 from device.vision.preprocess import Image
 from device.vision.runtime import InterpreterFactory, LoadedModel
+from pricing.build import build_demo
 
 from .broker import Mosquitto
 from .daemons import reap
+from .mqtt_helpers import Collector
 from .tls_broker import TlsBroker, build_share_guard, site_pki
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,6 +86,24 @@ def stub_delegate(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [gcc, "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o", str(out), str(source)], check=True
     )
     return out
+
+
+@pytest.fixture()
+def collector(broker: Mosquitto) -> Iterator[Collector]:
+    """Every message on appliance/#, from a subscription acknowledged before the test runs."""
+    subscriber = Collector(broker.port)
+    yield subscriber
+    subscriber.close()
+
+
+@pytest.fixture(scope="session")
+def demo_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo catalog (synthetic prices) for the bundled embedder, built once per session."""
+    path = tmp_path_factory.mktemp("catalog") / "demo.sqlite"
+    build_demo(
+        ROOT / "demo", path, MODELS / "manifest.toml", "efficientnet-lite0-int8", "centernet-coco-float"
+    )
+    return path
 
 
 @pytest.fixture()

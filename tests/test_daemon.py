@@ -22,13 +22,6 @@ TOPIC = "appliance/test-dev"
 
 
 @pytest.fixture()
-def collector(broker: Mosquitto) -> Iterator[Collector]:
-    subscriber = Collector(broker.port)
-    yield subscriber
-    subscriber.close()
-
-
-@pytest.fixture()
 def daemon(broker: Mosquitto, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     process = start_daemon(daemon_env(broker.port, tmp_path / "state"), log=tmp_path / "daemon.log")
     yield process

@@ -10,11 +10,8 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from device.fleetbench.hardware import device_kind
 from device.fleetbench.results import DeviceResult, latest_by_kind, previous_figures, record, run_figures
@@ -28,13 +25,6 @@ from .tls_broker import connect, site_broker
 # Long enough that the source never ends during a test (the default demo source stops after 3 s).
 SOURCE = "images:demo?fps=15&seconds=600"
 EMBEDDER = "efficientnet-lite0-int8"
-
-
-@pytest.fixture()
-def collector(broker: Mosquitto) -> Iterator[Collector]:
-    subscriber = Collector(broker.port)
-    yield subscriber
-    subscriber.close()
 
 
 def start_shop(port: int, tmp_path: Path, device_id: str, **extra: str) -> subprocess.Popen[bytes]:

@@ -14,7 +14,6 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from device.wire import CONTENT_TYPE, decode, encode
-from pricing.build import build_demo
 from pricing.catalog import load_catalog
 from pricing.config import ServiceConfig
 from pricing.pricer import Pricer
@@ -22,24 +21,15 @@ from pricing.service import PricingService
 from rigs.broker import free_port
 
 from .broker import Mosquitto
-from .conftest import DATA, MODELS, ROOT
+from .conftest import DATA
 from .mqtt_helpers import Collector, wait_until
 from .pricing_helpers import running_service
 from .prom_helpers import Samples, sample, scrape_text
 
 
-@pytest.fixture(scope="module")
-def catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("catalog") / "demo.sqlite"
-    build_demo(
-        ROOT / "demo", path, MODELS / "manifest.toml", "efficientnet-lite0-int8", "centernet-coco-float"
-    )
-    return path
-
-
 @pytest.fixture()
-def service(broker: Mosquitto, catalog: Path) -> Iterator[PricingService]:
-    config = ServiceConfig(port=broker.port, catalog=catalog, index="exact", metrics_port=free_port())
+def service(broker: Mosquitto, demo_catalog: Path) -> Iterator[PricingService]:
+    config = ServiceConfig(port=broker.port, catalog=demo_catalog, index="exact", metrics_port=free_port())
     with running_service(config) as running:
         yield running
 
@@ -87,7 +77,7 @@ def test_metrics_count_requests_errors_and_quote_latency(broker: Mosquitto, serv
     quotes.close()
 
 
-def test_metrics_are_off_unless_a_port_is_set(catalog: Path) -> None:
-    config = ServiceConfig(catalog=catalog, index="exact")
+def test_metrics_are_off_unless_a_port_is_set(demo_catalog: Path) -> None:
+    config = ServiceConfig(catalog=demo_catalog, index="exact")
     assert config.metrics_port == 0
-    assert PricingService(config, Pricer(load_catalog(catalog), config))._serve_metrics() is None
+    assert PricingService(config, Pricer(load_catalog(demo_catalog), config))._serve_metrics() is None

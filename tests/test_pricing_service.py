@@ -20,25 +20,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from device.wire import CONTENT_TYPE, decode, encode
-from pricing.build import build_demo
 from pricing.catalog import CatalogInfo, Item, load_catalog, write_catalog
 from pricing.config import ServiceConfig
 from pricing.service import PricingService
 
 from .broker import Mosquitto
-from .conftest import DATA, MODELS, ROOT
+from .conftest import DATA, ROOT
 from .daemons import start_daemon
 from .mqtt_helpers import Collector, daemon_env
 from .pricing_helpers import running_service
-
-
-@pytest.fixture(scope="session")
-def demo_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("catalog") / "demo.sqlite"
-    build_demo(
-        ROOT / "demo", path, MODELS / "manifest.toml", "efficientnet-lite0-int8", "centernet-coco-float"
-    )
-    return path
 
 
 def test_demo_catalog_is_marked_synthetic(demo_catalog: Path) -> None:
