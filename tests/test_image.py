@@ -173,3 +173,16 @@ def test_the_wheel_carries_every_file_the_packages_read(tmp_path: Path) -> None:
     data = [name for name in tracked if not name.endswith((".py", ".pyi")) and "/" in name]
     assert data, "no data files tracked under device/ or pricing/: the check would prove nothing"
     assert [name for name in data if name not in packaged] == []
+
+
+def test_what_runs_on_a_device_reads_nothing_under_tests() -> None:
+    """The image leaves tests/ out (deploy/image/build.sh): a device-side path into it would be a file
+    that is missing on every device. `appliance bench models` and `bench outbox` read two once."""
+    found = [
+        f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+        for package in ("device", "pricing", "fleet", "rigs")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"""["']tests["']|["']tests/""", line) and not line.lstrip().startswith("#")
+    ]
+    assert found == []

@@ -25,7 +25,8 @@ from device.vision.models import make_detector
 from device.vision.runtime import InterpreterFactory
 from rigs.report import LoadSpan, load_line
 
-SAMPLE = Path(__file__).resolve().parents[2] / "tests" / "data" / "astronaut.png"
+# The demo photo (demo/ ships on the device; tests/ does not).
+SAMPLE = Path(__file__).resolve().parents[2] / "demo" / "astronaut.png"
 THREADS = (1, 2)
 # Issue budget: the SSD int8 model's host-side work must cost at most 15% of its invoke time.
 SSD_OVERHEAD_BUDGET = 0.15
