@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 
+from device.backoff import Backoff
 from device.camera.source import Frame
 from device.config import HttpConfig
 from device.live.encoder import Encoder, EncoderCounters, FrameSlot
@@ -67,7 +68,8 @@ def test_a_server_thread_that_raises_says_so_and_listens_again(caplog: pytest.Lo
         return {"state": "online"}
 
     actions = Actions(status, lambda _name, _payload: None, dict)
-    server = FailingOnce(HttpConfig(port=free_port()), actions)
+    # A short wait before the restart: the port chosen here stays free for that long only by luck.
+    server = FailingOnce(HttpConfig(port=free_port()), actions, restart=Backoff(0.05, 1.0))
     with caplog.at_level(logging.ERROR):
         server.start()
         try:

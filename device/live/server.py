@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 
+from device.backoff import Backoff
 from device.config import HttpConfig
 from device.control import PaceCommand
 from device.live.auth import Sessions, verify_token
@@ -65,7 +66,9 @@ class _Viewer:
 
 
 class LiveServer:
-    def __init__(self, config: HttpConfig, actions: Actions) -> None:
+    def __init__(self, config: HttpConfig, actions: Actions, restart: Backoff | None = None) -> None:
+        """`restart`: the waits before the server's thread starts again after a crash (1 s doubling to
+        30 s by default)."""
         self.config = config
         self.actions = actions
         self.slot = FrameSlot()
@@ -84,7 +87,7 @@ class LiveServer:
         self._stopped: asyncio.Future[None] | None = None
         self._ready = threading.Event()
         self._halt = threading.Event()
-        run = supervised("http", self._run, self._halt, self._crashed)
+        run = supervised("http", self._run, self._halt, self._crashed, restart)
         self._thread = threading.Thread(target=run, name="http", daemon=True)
 
     # -- the daemon's side (other threads) ---------------------------------------------------------
