@@ -14,7 +14,6 @@ messages a second, and Prometheus scraping every 15 s. Measured in one run, on t
 
 from __future__ import annotations
 
-import json
 import random
 import resource
 import subprocess
@@ -31,8 +30,20 @@ from fleet.exporter import Exporter
 from fleet.fleetsim import device_id, encode, stats_message, status_message
 from fleet.state import FleetState
 from rigs.broker import free_port, local_broker
-from rigs.report import LoadSpan, check, check_lines, load_line, machine_basics
+from rigs.report import LoadSpan, check, machine_basics, report_out
 
+# What the text report shows above its budget lines.
+FIGURES = (
+    "devices",
+    "memory",
+    "taken",
+    "missed",
+    "cpu_us_per_message",
+    "scrape",
+    "message_headroom",
+    "scrape_core_share",
+    "headroom_with_scrapes",
+)
 SCRAPE_INTERVAL_S = 15.0  # deploy/prometheus/prometheus.yml
 HEADROOM_GOAL = 5.0
 MEMORY_BUDGET_KB = 20.0  # 10,000 devices in 200 MB
@@ -53,8 +64,7 @@ def bench(devices: int, interval_s: float, as_json: bool) -> int:
         "checks": exporter_checks(results),
         "machine_load": load.report(),
     }
-    print(json.dumps(report, indent=2) if as_json else _text(report))
-    return 0 if all(c["ok"] for c in report["checks"]) else 1
+    return report_out(report, as_json, FIGURES)
 
 
 def exporter_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -156,24 +166,3 @@ def _scrape(port: int) -> dict[str, Any]:
         "bytes": len(body),
         "series": len(lines),
     }
-
-
-def _text(report: dict[str, Any]) -> str:
-    keys = (
-        "devices",
-        "memory",
-        "taken",
-        "missed",
-        "cpu_us_per_message",
-        "scrape",
-        "message_headroom",
-        "scrape_core_share",
-        "headroom_with_scrapes",
-    )
-    return "\n".join(
-        [
-            json.dumps({k: report[k] for k in keys}),
-            load_line(report["machine_load"]),
-            check_lines(report["checks"]),
-        ]
-    )

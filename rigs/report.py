@@ -87,11 +87,14 @@ def check_lines(checks: list[dict[str, Any]]) -> str:
     )
 
 
-def report_out(report: dict[str, Any], as_json: bool) -> int:
-    """Print a benchmark report (JSON, or its budget lines); exit 0 only if every budget is met."""
+def report_out(report: dict[str, Any], as_json: bool, figures: tuple[str, ...] = ()) -> int:
+    """Print a benchmark report (JSON, or the `figures` keys as one JSON line, the machine's load and
+    the budget lines); exit 0 only if every budget is met."""
     checks: list[dict[str, Any]] = report["checks"]
     text = check_lines(checks)
     if "machine_load" in report:
         text = f"{load_line(report['machine_load'])}\n{text}"
+    if figures:
+        text = f"{json.dumps({k: report[k] for k in figures})}\n{text}"
     print(json.dumps(report, indent=2) if as_json else text)
     return 0 if all(c["ok"] for c in checks) else 1

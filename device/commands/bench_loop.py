@@ -14,7 +14,6 @@ docs/benchmarks.md is this file run against the commit before the sensors left t
 
 from __future__ import annotations
 
-import json
 import tempfile
 import threading
 import time
@@ -28,7 +27,7 @@ from device.app import App
 from device.commands.bench_support import DEMO, machine
 from device.config import Config
 from rigs.broker import local_broker
-from rigs.report import LoadSpan, check, check_lines, load_line
+from rigs.report import LoadSpan, check, report_out
 
 WARMUP_FRAMES = 30  # the first invokes warm caches and allocate; not what the loop costs
 CAMERA_FPS = 30  # a camera paces the frames; decoding unpaced would race the frame thread for the GIL
@@ -85,8 +84,7 @@ def bench_loop(config: Config, seconds: float, as_json: bool) -> int:
     results = _results(samples, app, seconds)
     report: dict[str, Any] = {"machine": machine(), **results, "checks": loop_checks(results)}
     report["machine_load"] = load.report()
-    print(json.dumps(report, indent=2) if as_json else _text(report))
-    return 0 if all(c["ok"] for c in report["checks"]) else 1
+    return report_out(report, as_json, ("frames", "non_inference_ms", "sensor_reads"))
 
 
 def loop_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -141,8 +139,3 @@ def _results(samples: list[float], app: App, seconds: float) -> dict[str, Any]:
         # On the sensors' own thread; None for an App from before the sampler.
         "sensor_reads": getattr(getattr(app, "sensors", None), "reads", None),
     }
-
-
-def _text(report: dict[str, Any]) -> str:
-    figures = {k: report[k] for k in ("frames", "non_inference_ms", "sensor_reads")}
-    return "\n".join([json.dumps(figures), load_line(report["machine_load"]), check_lines(report["checks"])])

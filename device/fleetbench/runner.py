@@ -29,6 +29,7 @@ from device.fleetbench.hardware import describe
 from device.fleetbench.measure import StoppedError, measure_models, sample_frame
 from device.fleetbench.request import REPLY_VERSION, BadRequestError, BenchRequest, parse_request
 from device.kinds import MODEL_KINDS
+from device.link.topics import Topics
 from device.ratelog import log_rarely
 from device.thermal.sensors import Readings
 from device.vision.manifest import Manifest
@@ -82,7 +83,7 @@ class BenchAgent:
         self.readings = readings
         self.publish = publish
         self.counts = BenchCounts()
-        self.topic = f"{config.mqtt.topic_prefix}/{config.device_id}/cmd/bench"
+        self.topic = Topics(config.mqtt.topic_prefix, config.device_id).command("bench")
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
