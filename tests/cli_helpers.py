@@ -13,13 +13,14 @@ from .conftest import ROOT
 
 
 def appliance(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run the CLI with a clean APPLIANCE_* environment plus `env`."""
+    """Run the CLI with a clean APPLIANCE_* environment plus `env`, and `stdin` as its input."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
     environ.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "device", *args],
+        input=stdin,
         capture_output=True,
         text=True,
         cwd=ROOT,

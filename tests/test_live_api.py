@@ -9,7 +9,6 @@ import socket
 import ssl
 import struct
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from device.errors import ConfigError
 from device.live.auth import hash_token, verify_token
 
 from .broker import Mosquitto, free_port
-from .conftest import ROOT
+from .cli_helpers import appliance
 from .daemons import start_daemon
 from .mqtt_helpers import Collector, daemon_env, wait_until
 
@@ -257,15 +256,7 @@ def test_a_network_bind_without_a_token_refuses_to_start_with_78(broker: Mosquit
     env = daemon_env(
         broker.port, tmp_path / "state", APPLIANCE_HTTP__ENABLED="true", APPLIANCE_HTTP__HOST="0.0.0.0"
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "device", "run"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = appliance("run", env=env, timeout=60)
     assert result.returncode == 78, result.stderr
     assert "http.host '0.0.0.0' is not loopback" in result.stderr and "token_hash" in result.stderr
 
@@ -317,25 +308,9 @@ def test_with_a_certificate_the_live_view_speaks_only_tls(
 
 
 def test_hash_token_reads_the_token_on_stdin_and_prints_the_config_line() -> None:
-    made = subprocess.run(
-        [sys.executable, "-m", "device", "http", "hash-token"],
-        input=TOKEN + "\n",
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    made = appliance("http", "hash-token", stdin=TOKEN + "\n", timeout=60)
     assert made.returncode == 0, made.stderr
     key, _, value = made.stdout.strip().partition(" = ")
     assert key == "token_hash" and TOKEN not in made.stdout and verify_token(TOKEN, json.loads(value))
-    short = subprocess.run(
-        [sys.executable, "-m", "device", "http", "hash-token"],
-        input="guessable\n",
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    short = appliance("http", "hash-token", stdin="guessable\n", timeout=60)
     assert short.returncode == 64 and "at least 12 characters" in short.stderr
