@@ -46,8 +46,9 @@ lint: install
 typecheck: install
 	$(BIN)/python -m mypy
 
-# Four workers (pytest-xdist) in a random order (pytest-randomly): PYTEST_ARGS='-p no:randomly -n0' to debug.
-PYTEST_ARGS ?= -n 4
+# Four workers (pytest-xdist) in a random order (pytest-randomly), the heavy tests first (tests/conftest.py)
+# and handed out two at a time: PYTEST_ARGS='-p no:randomly -n0' to debug.
+PYTEST_ARGS ?= -n 4 --maxschedchunk 2
 pytest: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 

@@ -49,6 +49,7 @@ def bench_report(command: list[str], env: dict[str, str] | None = None) -> dict[
     return report
 
 
+@pytest.mark.heavy
 def test_bench_models_reports_each_model_and_thread_count() -> None:
     report = bench_report(["-m", "device", "bench", "models", "--iterations", "3"], CPU)
     pairs = {(r["model"], r["threads"]) for r in report["results"]}
@@ -60,8 +61,9 @@ def test_bench_models_reports_each_model_and_thread_count() -> None:
     assert set(report["machine_load"]) == {"start", "end"}
 
 
+@pytest.mark.heavy
 def test_bench_pipeline_reports_every_figure() -> None:
-    report = bench_report(["-m", "device", "bench", "pipeline", "--frames", "12"], CPU)
+    report = bench_report(["-m", "device", "bench", "pipeline", "--frames", "6"], CPU)
     assert set(report["fps"]) == {"pipeline_every_frame", "raw_interpreters", "pipeline_detect_every_3"}
     assert all(v > 0 for v in report["fps"].values())
     for ratio in ("processed_over_raw", "every3_over_every1"):  # a spread over rounds, not one figure
@@ -77,6 +79,7 @@ def test_bench_pipeline_reports_every_figure() -> None:
     assert [c["check"] for c in report["checks"]] == [c["check"] for c in pipeline_checks(report)]
 
 
+@pytest.mark.heavy
 def test_bench_loop_reports_the_frame_loop_figures() -> None:
     report = bench_report(["-m", "device", "bench", "loop", "--seconds", "8"], CPU)
     figures = report["non_inference_ms"]
@@ -111,6 +114,7 @@ def test_each_loop_check_fails_on_a_bad_measurement(bad: dict[str, object], fail
     assert_only_failing(loop_checks({**GOOD_LOOP, **bad}), failing)
 
 
+@pytest.mark.heavy
 def test_bench_ota_reports_download_check_and_swap_figures() -> None:
     report = bench_report(["-m", "device", "bench", "ota", "--rounds", "2"], CPU)
     assert report["target_bytes"] > 5_000_000  # the embedder, really downloaded and verified
@@ -143,6 +147,7 @@ def test_bench_ota_reports_download_check_and_swap_figures() -> None:
     assert processes["noop_over_startup"] > 1
 
 
+@pytest.mark.heavy
 def test_bench_fuzz_reports_every_figure() -> None:
     # Two paced blocks instead of six: the same phases, a third of the time.
     full = bench_report(
@@ -441,6 +446,7 @@ def test_each_pricing_check_fails_on_a_bad_measurement(
     assert_only_failing(pricing_checks([size], trip), failing)
 
 
+@pytest.mark.heavy
 def test_pricing_bench_reports_recall_of_the_neighbours_that_count_and_the_trip_at_its_size() -> None:
     report = bench_report(["-m", "pricing", "bench", *SMALL_PRICING, "--indexes", "hnsw,hnsw-int8", *SCAN])
     size = report["sizes"][0]

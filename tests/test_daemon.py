@@ -38,6 +38,7 @@ def log_of(tmp_path: Path) -> str:
     return (tmp_path / "daemon.log").read_text(errors="replace")
 
 
+@pytest.mark.heavy
 def test_subscriber_sees_stable_tracks_gapless_seqs_and_sane_boxes(
     collector: Collector, daemon: subprocess.Popen[bytes], tmp_path: Path
 ) -> None:

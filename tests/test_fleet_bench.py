@@ -12,6 +12,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from device.fleetbench.hardware import device_kind
 from device.fleetbench.results import DeviceResult, latest_by_kind, previous_figures, record, run_figures
 
@@ -57,6 +59,7 @@ def fleet_bench(*args: str, timeout: float = 180) -> tuple[int, dict[str, Any]]:
     return done.returncode, json.loads(done.stdout)
 
 
+@pytest.mark.heavy
 def test_fleet_bench_collects_both_devices_stores_them_and_restores_each_pipeline(
     broker: Mosquitto, collector: Collector, tmp_path: Path
 ) -> None:
@@ -114,6 +117,7 @@ def test_fleet_bench_collects_both_devices_stores_them_and_restores_each_pipelin
     }
 
 
+@pytest.mark.heavy
 def test_a_matched_device_that_is_offline_or_silent_is_listed_and_the_exit_code_says_so(
     broker: Mosquitto, collector: Collector, tmp_path: Path
 ) -> None:
@@ -144,6 +148,7 @@ def test_a_matched_device_that_is_offline_or_silent_is_listed_and_the_exit_code_
     assert figures["previous"]["p50_ms"] > 0  # compared with the first run, of two devices
 
 
+@pytest.mark.heavy
 def test_a_malformed_bench_is_ignored_with_one_warning_and_a_second_one_while_busy_is_refused(
     broker: Mosquitto, collector: Collector, tmp_path: Path
 ) -> None:

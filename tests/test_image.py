@@ -63,6 +63,7 @@ def resolve(pyarch: str, requirements: Path, tmp_path: Path) -> dict[str, tuple[
 
 
 @pytest.mark.parametrize("pyarch", ["aarch64", "x86_64"])
+@pytest.mark.heavy
 def test_the_pinned_wheels_exist_for_each_architecture_with_their_hashes(pyarch: str, tmp_path: Path) -> None:
     pinned = pins()
     plain = tmp_path / "requirements.txt"
@@ -153,6 +154,7 @@ def test_the_example_appliance_toml_is_a_valid_config() -> None:
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.heavy
 def test_the_wheel_carries_every_file_the_packages_read(tmp_path: Path) -> None:
     """The image (and provision.sh) install the appliance from a wheel, not from the source tree: a data
     file the code opens next to itself (the live view's page, for one) must be in it. Found by the boot

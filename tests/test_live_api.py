@@ -169,6 +169,7 @@ def test_api_stats_and_status_are_the_json_of_the_mqtt_topics(live: Live) -> Non
     assert status == 200 and json.loads(body) == retained[-1]
 
 
+@pytest.mark.heavy
 def test_the_token_guards_everything_but_the_page(live: Live) -> None:
     for path in ("/api/status", "/api/stats", "/api/snapshot.jpg", "/ws"):
         assert request(live.base + path)[0] == 401, path

@@ -104,6 +104,7 @@ def test_the_frame_changes_and_boxes_carry_the_published_labels(rig: tuple[Live,
         assert published[track] == label
 
 
+@pytest.mark.heavy
 def test_the_price_tag_shows_the_quote_received_on_mqtt(rig: tuple[Live, Chromium]) -> None:
     live, browser = rig
     tag = browser.wait_for(

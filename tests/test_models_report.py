@@ -62,6 +62,7 @@ def page_state(browser: Chromium, page: Path) -> dict[str, Any]:
     return state
 
 
+@pytest.mark.heavy
 def test_the_report_renders_a_row_per_model_and_its_charts(
     tmp_path: Path, browser: Chromium, manifest: Manifest
 ) -> None:

@@ -77,6 +77,7 @@ def test_kill_9_at_each_step_leaves_the_old_or_the_new_model_never_a_broken_one(
     assert not [p for p in staging.iterdir() if p.is_dir() or p.suffix == ".part"]  # cleaned up
 
 
+@pytest.mark.heavy
 def test_a_new_embedder_is_swapped_in_without_a_restart_and_confirmed(
     broker: Mosquitto, tmp_path: Path
 ) -> None:

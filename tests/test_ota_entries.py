@@ -254,6 +254,7 @@ def test_a_metadata_refusal_from_the_cli_is_in_the_journal_and_status(tmp_path: 
     assert shown["last_check"] >= before
 
 
+@pytest.mark.heavy
 def test_the_daemon_journals_a_refused_check_once_per_check_and_shows_it(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
@@ -399,6 +400,7 @@ def sign_inputs(repo: Repository, data: bytes) -> None:
     repo.publish(targets)
 
 
+@pytest.mark.heavy
 def test_an_npz_bomb_is_refused_before_it_is_unpacked_and_memory_stays_low(tmp_path: Path) -> None:
     repo = new_repo(tmp_path)
     release(repo)

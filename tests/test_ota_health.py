@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from device.clock import FakeClock
 from device.config import OtaConfig
 from device.ota.health import MIN_INVOKES, HealthWatch
@@ -64,6 +66,7 @@ def test_a_slower_model_rolls_back_at_the_end_of_the_window(load_model: Any, emb
     assert "latency regression: 6.4 ms per invoke against 4.0 ms (1.60x, limit 1.5x)" in verdict.reason
 
 
+@pytest.mark.heavy
 def test_the_daemon_rolls_back_a_detector_that_is_much_slower(broker: Mosquitto, tmp_path: Path) -> None:
     """The real thing: SSD int8 runs; CenterNet float (several times slower on this CPU) is released as
     the next detector; its health window measures both and rolls it back."""

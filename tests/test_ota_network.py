@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from device.config import OtaConfig
 from device.ota.engine import Engine
 from device.ota.fetcher import Budget, Limits, ResumingFetcher
@@ -148,6 +150,7 @@ def test_an_operator_rolls_back_at_once_while_a_check_is_stalled_and_the_check_d
     assert "efficientnet-lite0-int8@1.1.0" in engine.journal.state.refused
 
 
+@pytest.mark.heavy
 def test_a_health_window_rolls_back_on_time_while_a_check_is_stalled(
     broker: Mosquitto, tmp_path: Path
 ) -> None:

@@ -73,6 +73,7 @@ def outbox_depth(state: Path) -> int:
 # An outage lasts until this many messages wait in the outbox (about 15 a second): 60 proves what 450
 # (the 30 s outage this test used to sleep through) proves; the long one runs with `-m slow`.
 @pytest.mark.parametrize("backlog", [60, pytest.param(450, marks=pytest.mark.slow)])
+@pytest.mark.heavy
 def test_a_broker_outage_loses_nothing(persistent_broker: Mosquitto, tmp_path: Path, backlog: int) -> None:
     state = tmp_path / "state"
     collector = Collector(persistent_broker.port, f"{TOPIC}/#", session="outage-subscriber")
@@ -110,6 +111,7 @@ def test_a_broker_outage_loses_nothing(persistent_broker: Mosquitto, tmp_path: P
     assert "mqtt connected" in (tmp_path / "daemon.log").read_text()
 
 
+@pytest.mark.heavy
 def test_kill_9_then_restart_no_gap_and_duplicates_within_the_window(
     persistent_broker: Mosquitto, tmp_path: Path
 ) -> None:
@@ -165,6 +167,7 @@ def test_a_corrupt_outbox_file_is_quarantined_and_the_daemon_runs_on(
     assert "was unreadable" in (tmp_path / "daemon.log").read_text()
 
 
+@pytest.mark.heavy
 def test_a_full_disk_is_counted_and_survived(small_disk: Path, tmp_path: Path) -> None:
     (tmp_path / "broker").mkdir()
     broker = Mosquitto(tmp_path / "broker")  # not started: the backlog can only grow

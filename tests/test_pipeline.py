@@ -94,6 +94,7 @@ def test_detector_runs_every_nth_frame_and_tracking_fills_the_gaps(load_model: L
     assert people and {m.track_id for m in people} == {people[0].track_id}
 
 
+@pytest.mark.heavy
 def test_reembed_interval(load_model: LoadModel) -> None:
     clock = FakeClock()
     pipeline, sent = build(load_model, clock, reembed_iou=0.01, reembed_interval_s=1.0)

@@ -306,6 +306,7 @@ def step_at(when: float, before: float, after: float, t: float) -> float:
     return before if t < when else after
 
 
+@pytest.mark.heavy
 def test_ambient_steps_of_every_size_stay_safe_and_calm() -> None:
     # Steps of +-2, 5 and 10 °C from every other degree between 20 and 38 °C, three sensor seeds: never at
     # the hard limit, never more than 6 changes in 10 minutes after start-up, and at most 1 % of the
