@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from tuf.api import exceptions
 
 from device.config import OtaConfig
 from device.ota.engine import Engine
@@ -222,3 +228,74 @@ def test_nginx_serves_checks_over_kept_alive_connections(tmp_path: Path) -> None
     assert (first[-1].outcome, again[-1].outcome) == ("activated", "up_to_date")
     served = nginx_log(tmp_path / "nginx-repo")
     assert 404 in served["statuses"] and served["most_per_connection"] > 2
+
+
+class _Overrun(BaseHTTPRequestHandler):
+    """HTTP/1.1, kept alive. `/long` is longer than its reader allows (LIMIT). It sends LIMIT + 1 bytes,
+    which the reader must read to the last to see the overrun, so no byte of it is left on the socket;
+    then it holds the rest of its body until the socket is readable again (the client's next request on
+    the same connection, or the client closing it) and only then sends it. A connection that went back
+    to the pool with that tail unread reads it as its next status line. Nothing depends on timing."""
+
+    protocol_version = "HTTP/1.1"
+    LIMIT = 50_000
+    BODY = b"x" * (LIMIT + 100)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        body = self.BODY if self.path.endswith("/long") else b"its own body"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if len(body) <= self.LIMIT:
+            self.wfile.write(body)
+            return
+        self.wfile.write(body[: self.LIMIT + 1])
+        self.wfile.flush()
+        readable, _, _ = select.select([self.connection], [], [], 30)
+        self.close_connection = not readable  # the client neither spoke nor left: the test fails anyway
+        try:
+            self.wfile.write(body[self.LIMIT + 1 :])
+            self.wfile.flush()
+        except OSError:  # the client closed the connection: it never reused it
+            self.close_connection = True
+
+
+@contextmanager
+def serve_overrun() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Overrun)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _overrun(fetcher: ResumingFetcher, url: str) -> str:
+    """Read `url` as a target (download_file) or as metadata (download_bytes, ngclient's own reading),
+    under a limit it is longer than; the error's message."""
+    try:
+        if url.startswith(fetcher.targets_url):
+            with fetcher.download_file(url, _Overrun.LIMIT):
+                pass
+        else:
+            fetcher.download_bytes(url, _Overrun.LIMIT)
+    except exceptions.DownloadLengthMismatchError as exc:
+        return str(exc)
+    # The exception (and with it ngclient's reading generator, which _fetch's `finally` ends) is gone.
+    raise AssertionError(f"{url} was read whole although longer than {_Overrun.LIMIT} bytes")
+
+
+@pytest.mark.parametrize("path", ["targets/long", "metadata/long"])
+def test_a_body_left_unread_for_being_too_long_never_goes_back_to_the_pool(tmp_path: Path, path: str) -> None:
+    """A target longer than signed, or metadata over ngclient's limit: reading stops mid-body. That
+    connection must not serve the next request, which would read the rest as its status line."""
+    with serve_overrun() as url:
+        budget = Budget(Limits(60, 0, 1), url)
+        fetcher = ResumingFetcher(tmp_path, f"{url}/targets/", 5, "test", budget=budget)
+        error = _overrun(fetcher, f"{url}/{path}")
+        assert "longer than" in error or "exceeding" in error
+        assert fetcher.download_bytes(f"{url}/metadata/next.json", 1000) == b"its own body"
