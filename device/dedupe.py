@@ -5,13 +5,19 @@ twice (at most the device's in-flight window). Subscribers and the pricing servi
 Deduplicator and ask `is_new(device_id, seq, epoch)` for each message (docs/wire.md).
 
 Each device's seen seqs are kept as a short sorted list of disjoint ranges. An honest device needs one
-or two: its seqs rise by one, and live-first delivery interleaves at most one backlog below them. So the
-usual message costs O(1) (it extends the last range) and any message at most O(log R + R) with R capped
-at `max_ranges`. A device that sends scattered numbers, on purpose or not, costs the same bounded time
-and memory per message as any other: past the cap, the two lowest ranges are joined and the numbers in
-between count as seen (`forgotten`), as the oldest part of a sliding window would. A huge seq (2^64-1)
-is just one more range: it does not hide the seqs below it. Memory per device is bounded by the cap,
-and at most `max_devices` devices are tracked; the one heard from least recently is forgotten first.
+or two: its seqs rise by one, and live-first delivery interleaves at most one backlog below them. The
+*live* range is the one a seq last extended (the device's run); the usual message extends it in O(1),
+and any message costs at most O(log R + R) with R capped at `max_ranges`. A device that sends scattered
+numbers, on purpose or not, costs the same bounded time and memory per message as any other: past the
+cap, the lowest range other than the live one and the one just made is forgotten (`forgotten` counts
+its seqs). Forgetting
+can only let a repeat of those seqs through a second time (a second quote, which the device ignores by
+its correlation data); it never makes an unseen seq look seen, so no scattering, however hostile,
+can silence a device. (Joining ranges instead, as an earlier version did, counted every number in
+between as seen: 40 scattered seqs above 1e6 joined the live range to them, and the device's next
+in-order seq and all after it were dropped.) A huge seq (2^64-1) is just one more range: it does not
+hide the seqs below it. Memory per device is bounded by the cap, and at most `max_devices` devices are
+tracked; the one heard from least recently is forgotten first.
 
 The epoch (an MQTT v5 user property on each object message) changes when a device starts numbering from
 1 again, its state wiped or the card re-flashed. A new epoch gets a fresh window instead of having all
@@ -37,12 +43,14 @@ REPEAT = -1
 class _Ranges:
     starts: list[int] = field(default_factory=list)
     ends: list[int] = field(default_factory=list)  # inclusive; ranges are disjoint and never adjacent
+    live: int = -1  # index of the range a seq last extended (the device's run): never forgotten
 
     def add(self, seq: int, max_ranges: int) -> int:
-        """REPEAT, or how many unseen numbers were given up to make room (0 unless the cap was hit)."""
-        starts, ends = self.starts, self.ends
-        if ends and seq == ends[-1] + 1:  # the usual case: the next number in order
-            ends[-1] = seq
+        """REPEAT, or how many seen seqs were forgotten to make room (0 unless the cap was hit)."""
+        starts, ends, live = self.starts, self.ends, self.live
+        # The usual case: the next number of the live range, not touching the range above it.
+        if live >= 0 and seq == ends[live] + 1 and (live + 1 == len(starts) or starts[live + 1] > seq + 1):
+            ends[live] = seq
             return 0
         i = bisect_right(starts, seq) - 1
         if i >= 0 and seq <= ends[i]:
@@ -52,22 +60,36 @@ class _Ranges:
         if joins_left and joins_right:
             ends[i] = ends.pop(i + 1)
             del starts[i + 1]
+            self.live = i
         elif joins_left:
             ends[i] = seq
+            self.live = i
         elif joins_right:
             starts[i + 1] = seq
+            self.live = i + 1
         else:
             starts.insert(i + 1, seq)
             ends.insert(i + 1, seq)
+            if live > i:
+                self.live = live + 1
             if len(starts) > max_ranges:
-                return self._join_lowest()
+                return self._forget_lowest(i + 1)
         return 0
 
-    def _join_lowest(self) -> int:
-        given_up = self.starts[1] - self.ends[0] - 1
-        self.ends[0] = self.ends.pop(1)
-        del self.starts[1]
-        return given_up
+    def _forget_lowest(self, new: int) -> int:
+        """Drop the lowest range but the live one and the one just made (so the last seq offered is
+        always remembered), as the oldest part of a sliding window would go. Chosen among the lowest
+        three, so O(1): a scan for the smallest range tripled the cost of a scattered message. Never
+        join ranges instead: that counts the unseen numbers between them as seen, and drops them when
+        they come."""
+        victim = 0
+        while victim in (self.live, new):
+            victim += 1
+        forgotten = self.ends[victim] - self.starts[victim] + 1
+        del self.starts[victim], self.ends[victim]
+        if victim < self.live:
+            self.live -= 1
+        return forgotten
 
     def gaps(self, limit: int) -> list[int]:
         out: list[int] = []
@@ -80,21 +102,25 @@ class _Ranges:
 
 class Deduplicator:
     def __init__(self, max_ranges: int = MAX_RANGES, max_devices: int = 10_000, epochs: int = 2) -> None:
+        if max_ranges < 2:
+            raise ValueError(
+                f"max_ranges is {max_ranges}: it must be at least 2 (the live range and one more)"
+            )
         self.max_ranges = max_ranges
         self.max_devices = max_devices
         self.epochs = epochs
         self.duplicates = 0
         self.resets = 0  # a device came back with a new epoch
-        self.forgotten = 0  # unseen seqs given up because a device's ranges hit the cap
+        self.forgotten = 0  # seen seqs no longer remembered because a device's ranges hit the cap
         self._devices: OrderedDict[str, OrderedDict[str, _Ranges]] = OrderedDict()
 
     def is_new(self, device_id: str, seq: int, epoch: str = "") -> bool:
         """True the first time (device_id, epoch, seq) is offered; False for a repeat (counted)."""
-        given_up = self._ranges(device_id, epoch).add(seq, self.max_ranges)
-        if given_up == REPEAT:
+        forgotten = self._ranges(device_id, epoch).add(seq, self.max_ranges)
+        if forgotten == REPEAT:
             self.duplicates += 1
             return False
-        self.forgotten += given_up
+        self.forgotten += forgotten
         return True
 
     def _ranges(self, device_id: str, epoch: str) -> _Ranges:
