@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -46,6 +47,7 @@ from pricing.metrics import PricingMetrics
 from pricing.pricer import Pricer
 
 log = logging.getLogger(__name__)
+_EPOCH = re.compile(r"[0-9a-f]{16}")
 
 
 @dataclass(frozen=True)
@@ -319,12 +321,13 @@ def _log_rarely(count: int, text: str) -> None:
 
 
 def _epoch(user_properties: object) -> str:
-    """The sequence epoch among the user properties; anything but 16 hex digits counts as none."""
+    """The sequence epoch among the user properties; anything but 16 lowercase hex digits (the form the
+    device draws, docs/wire.md) counts as none."""
     if not isinstance(user_properties, list):
         return ""
     for key, value in user_properties:
         if key == EPOCH_PROPERTY:
-            return value if isinstance(value, str) and len(value) == 16 else ""
+            return value if isinstance(value, str) and _EPOCH.fullmatch(value) else ""
     return ""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import struct
@@ -21,7 +22,7 @@ from pricing.config import ServiceConfig
 from pricing.errors import CatalogError, ServiceConfigError
 from pricing.index import ExactIndex, HnswIndex
 from pricing.pricer import Pricer
-from pricing.service import PricingService, Request
+from pricing.service import PricingService, Request, _epoch
 from pricing.sign_index import SignHnswIndex
 
 from .conftest import DATA
@@ -343,3 +344,37 @@ def test_a_payload_larger_than_any_catalog_vector_is_refused_on_arrival(hand_mad
     svc = service(hand_made)
     big = Request("appliance/shop-1/objects", b"", None, None, None, time.perf_counter(), size=60_000)
     assert svc.handle(big) is None and svc.counts["rejected_oversize"] == 1
+
+
+def test_an_epoch_is_sixteen_lowercase_hex_digits_or_none() -> None:
+    """The epoch keys a device's dedupe window: anything but the device's own form (secrets.token_hex(8))
+    counts as no epoch, so a device cannot mint windows from arbitrary strings of the right length."""
+    assert _epoch([("epoch", "0badc0de00000001")]) == "0badc0de00000001"
+    for bad in (
+        "zzzzzzzzzzzzzzzz",
+        "0badc0de0000000g",
+        "0BADC0DE00000001",
+        " badc0de0000001 ",
+        "0x" + "0" * 14,
+    ):
+        assert _epoch([("epoch", bad)]) == "", bad
+    assert _epoch([("epoch", "0badc0de")]) == "" and _epoch([("other", "0badc0de00000001")]) == ""
+    assert _epoch(None) == ""
+
+
+def test_repeats_and_epoch_changes_are_logged_at_a_falling_rate(
+    hand_made: Pricer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nine copies of one message: eight repeats, logged at the 1st, 2nd, 4th and 8th only; a new epoch is
+    logged too. A device resending in a loop costs a few journal lines, and each carries the count."""
+    svc = service(hand_made)
+    payload = encode(query(unit_at(0), seq=3))
+    with caplog.at_level(logging.WARNING, logger="pricing.service"):
+        assert svc.handle(request(payload)) is not None
+        assert all(svc.handle(request(payload)) is None for _ in range(8))
+        assert svc.handle(replace(request(payload), epoch="00000000000000bb")) is not None
+    lines = [r.getMessage() for r in caplog.records if r.name == "pricing.service"]
+    repeats = [line for line in lines if "seq 3 (epoch -) again" in line]
+    assert repeats == [f"from shop-1: seq 3 (epoch -) again ({n} so far)" for n in (1, 2, 4, 8)]
+    assert "shop-1 numbers its messages afresh, epoch 00000000000000bb (1 so far)" in lines
+    assert svc.dedupe.duplicates == 8 and len(lines) == 5
