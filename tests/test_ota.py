@@ -88,14 +88,14 @@ def test_a_newer_release_replaces_the_current_one_and_keeps_it_as_previous(
     assert "efficientnet-lite0-int8@1.2.0" in engine.journal.state.refused
 
 
-def test_a_tampered_file_is_refused(tmp_path: Path) -> None:
+def test_a_tampered_file_is_refused(tmp_path: Path, server: Serve) -> None:
     repo = new_repo(tmp_path)
     release(repo)
     [model] = (repo.path / "targets").rglob("*embedder.tflite")
     data = bytearray(model.read_bytes())
     data[5000] ^= 0xFF
     model.write_bytes(bytes(data))
-    with serve(repo.path) as url:
+    with server(repo.path, None) as url:
         engine, outcome = check(url, repo, tmp_path / "state")
     assert outcome.outcome == "rejected" and "does not match its signed hash" in outcome.reason
     assert_untouched(engine, tmp_path / "state")

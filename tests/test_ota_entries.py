@@ -32,9 +32,23 @@ from device.ota.journal import OUTCOMES, Outcome
 
 from .broker import Mosquitto
 from .conftest import MODELS, ROOT
-from .ota_helpers import EMBEDDER, PHOTOS, daemon_rig, new_repo, ota_config, ota_env, release, serve
+from .ota_helpers import (
+    EMBEDDER,
+    PHOTOS,
+    SERVERS,
+    Serve,
+    daemon_rig,
+    new_repo,
+    ota_config,
+    ota_env,
+    release,
+    serve,
+)
 
 BOTH = {"APPLIANCE_OTA__KINDS": '["detector", "embedder"]'}
+# Refusals where what happens to the connection matters (a body left unread, more requests after it) also
+# run against nginx: HTTP/1.1, every request of a check over one kept-alive connection.
+BOTH_SERVERS = pytest.mark.parametrize("server", list(SERVERS.values()), ids=list(SERVERS))
 
 
 class CarelessRepository(Repository):
@@ -105,8 +119,9 @@ def status(env: dict[str, str]) -> dict[str, Any]:
 
 
 # -- 3. one malformed entry never blocks the rest ---------------------------------------------------
+@BOTH_SERVERS
 def test_an_index_entry_without_a_release_field_is_skipped_recorded_once_and_the_rest_is_taken(
-    tmp_path: Path,
+    tmp_path: Path, server: Serve
 ) -> None:
     repo = careless(new_repo(tmp_path), tmp_path)
     release(repo)
@@ -116,7 +131,7 @@ def test_an_index_entry_without_a_release_field_is_skipped_recorded_once_and_the
     repo.extra = (stray,)
     repo.publish(targets)
     state = tmp_path / "state"
-    with serve(repo.path) as url:
+    with server(repo.path, None) as url:
         engine, outcomes = check(url, repo, state)
         assert by_kind(outcomes)["embedder"].outcome == "activated"
         [bad] = [o for o in outcomes if o.outcome == "rejected"]
@@ -297,13 +312,14 @@ def test_endless_metadata_is_refused_not_reported_unreachable(tmp_path: Path) ->
         check(url, repo, tmp_path / "state")
 
 
-def test_a_target_longer_than_signed_is_deleted_and_not_said_to_resume(tmp_path: Path) -> None:
+@BOTH_SERVERS
+def test_a_target_longer_than_signed_is_deleted_and_not_said_to_resume(tmp_path: Path, server: Serve) -> None:
     repo = new_repo(tmp_path)
     release(repo)
     [model] = (repo.path / "targets").rglob("*embedder.tflite")
     model.write_bytes(model.read_bytes() + b"\0" * 1000)
     state = tmp_path / "state"
-    with serve(repo.path) as url:
+    with server(repo.path, None) as url:
         engine, [outcome] = check(url, repo, state)
     assert outcome.outcome == "rejected" and "will resume" not in outcome.reason
     assert "longer than" in outcome.reason
