@@ -4,6 +4,7 @@ and a seeded corpus of everything else a device can send wrong. Other devices' q
 from __future__ import annotations
 
 import json
+import logging
 import queue
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,10 +71,12 @@ class Device:
     "where", ["user property value", "user property key", "response topic", "content type"]
 )
 def test_a_property_paho_cannot_parse_costs_that_message_not_the_connection(
-    broker: Mosquitto, service: PricingService, where: str
+    broker: Mosquitto, service: PricingService, where: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """U+FEFF passes mosquitto, and paho's parser raised MalformedPacket on it and dropped the service's
-    connection: other devices' requests sent meanwhile were lost. Now each is refused alone."""
+    connection: other devices' requests sent meanwhile were lost. Now each is refused alone, and logged
+    at a falling rate."""
+    caplog.set_level(logging.WARNING, logger="device.link.guarded")
     honest, evil = Device(broker.port, "shop-1"), Device(broker.port, "evil")
     bad = {
         "user property value": Attack("bom", encode(BASE), user_properties=[("note", "\ufeff")]),
@@ -92,6 +95,12 @@ def test_a_property_paho_cannot_parse_costs_that_message_not_the_connection(
     assert stats["counts"]["refused_packets"] == 20
     assert stats["counts"]["connects"] == 1  # never dropped, never reconnected
     assert stats["counts"]["ok"] == 20  # nothing from the attacker was priced
+    # Logged from paho's network thread at the 1st, 2nd, 4th, 8th and 16th refusal, naming the topic and
+    # the running count; the other 15 are counted only. Every refusal was read before its honest
+    # device's quote came back (one connection, in order), so all five lines are in by now.
+    lines = [r.getMessage() for r in caplog.records if r.name == "device.link.guarded"]
+    assert [line.rsplit("(", 1)[1] for line in lines] == [f"{n} so far)" for n in (1, 2, 4, 8, 16)]
+    assert all("'appliance/evil/objects'" in line and "connection kept" in line for line in lines)
 
 
 def test_a_seeded_fuzz_corpus_leaves_other_devices_quotes_alone(

@@ -10,8 +10,14 @@ the pricing service off the air for everybody (issue 11, point 3).
 `GuardedClient` contains it where paho parses a PUBLISH: the packet is acknowledged (so the broker does
 not deliver it again), counted, logged at a falling rate, and the connection carries on. The message's
 payload is never handed to the application: a device that sends such properties is refused, like one
-that sends a malformed payload. paho is pinned (pyproject.toml), and tests/test_guarded.py drives this
-override through a real broker, so a paho release that renames the hook fails a test, not a device.
+that sends a malformed payload.
+
+`_handle_publish` is paho's private method, and pyproject.toml allows any paho 2.x (>=2.1,<3), so a
+minor release may rename or reshape it; this override would then never run and the old failure would
+be back. tests/test_hostile_mqtt.py
+(`test_a_property_paho_cannot_parse_costs_that_message_not_the_connection`) sends such packets through
+a real mosquitto to the pricing service and checks that the connection was never dropped and that each
+refusal was counted and logged, so a paho upgrade that breaks the hook fails that test, not a device.
 """
 
 from __future__ import annotations
