@@ -3,11 +3,13 @@ health window's rollback after a crash, and frames that keep flowing through a s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -192,10 +194,51 @@ def test_two_updaters_never_run_at_once(tmp_path: Path) -> None:
     state = tmp_path / "state"
     with serve(repo.path) as url:
         env = ota_env(url, repo, state)
-        with Engine(ota_config(url, repo, state)).locked():  # as the daemon's agent holds it mid-check
+        with Engine(ota_config(url, repo, state)).checking():  # as the daemon's check holds it
             busy = ota_cli(env, "check")
-        assert busy.returncode == 75 and "another update is in progress" in busy.stderr
+        assert busy.returncode == 75 and "another check is in progress" in busy.stderr
         assert ota_cli(env, "check").returncode == 0  # and once it is free, the check runs
+
+
+def _waiting_for(lock: Path, check: threading.Thread, deadline_s: float = 30) -> bool:
+    """Whether a second open file of `lock` appears in this process (the check, come to take the lock
+    another thread holds) while `check` still runs; False if the check ended first."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline and check.is_alive():
+        fds = Path("/proc/self/fd")
+        opened = 0
+        for fd in fds.iterdir():
+            with contextlib.suppress(OSError):  # an fd closed while we look
+                opened += os.readlink(fd) == str(lock)
+        if opened >= 2:
+            return True
+        time.sleep(0.001)  # polling a state, with a deadline: the check shows nothing else
+    return False
+
+
+def test_a_check_waits_out_a_brief_hold_of_the_update_lock(tmp_path: Path) -> None:
+    """The daemon holds the update lock for milliseconds (a rollback, a verdict, following a slot); a
+    check that meets such a hold waits for it (docs/ota.md: 75 only if it stays busy for 10 s)."""
+    repo = new_repo(tmp_path)
+    release(repo)
+    state = tmp_path / "state"
+    results: list[object] = []
+    with serve(repo.path) as url:
+        holder, checker = Engine(ota_config(url, repo, state)), Engine(ota_config(url, repo, state))
+
+        def run() -> None:
+            try:
+                results.append(checker.check()[0][-1])
+            except Exception as exc:  # the test reports it
+                results.append(exc)
+
+        check = threading.Thread(target=run)
+        with holder.locked():
+            check.start()
+            waited = _waiting_for(state / "ota" / "lock", check)
+        check.join(60)
+    [outcome] = results
+    assert waited and getattr(outcome, "outcome", outcome) == "activated", outcome
 
 
 def test_an_operator_rolls_back_and_pins_over_mqtt(broker: Mosquitto, tmp_path: Path) -> None:

@@ -238,7 +238,9 @@ class Engine:
         """One check for every kind. `running`: the daemon runs the health window right away."""
         outcomes: list[Outcome] = []
         activations: list[Activation] = []
-        with self.checking(), self.locked():
+        # The check lock fails at once (a check runs for minutes); the update lock is held for moments
+        # (a rollback, a verdict, the daemon following a slot): wait them out, as everyone else does.
+        with self.checking(), self.locked(LOCK_WAIT_S):
             self.recover()
             self.journal.begin_check()
             try:
