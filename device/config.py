@@ -23,9 +23,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
-    Strict,
     ValidationError,
     field_validator,
     model_validator,
@@ -35,6 +33,7 @@ from device.devicespec import parse_device_spec
 from device.errors import ConfigError
 from device.image_header import DEFAULT_MAX_PIXELS
 from device.kinds import MODEL_KINDS, Kind
+from device.settings import STRICT, PathValue
 
 ENV_PREFIX = "APPLIANCE_"
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -50,12 +49,10 @@ RESERVED_DEVICE_ID_PREFIX = "pricing"
 HOUR = 3600.0
 # scrypt$N$r$p$salt$key (base64), as device/live/auth.py writes it.
 TOKEN_HASH_PATTERN = r"^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$"
-# A file path is written as a TOML string; strict mode alone would only take a Path object.
-PathValue = Annotated[Path, Strict(False)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+    model_config = STRICT
 
     @model_validator(mode="before")
     @classmethod

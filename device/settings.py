@@ -1,18 +1,27 @@
 """Settings files for the back-end services (the pricing service, the fleet exporter): a TOML file with
-command-line flags over it, validated by a strict pydantic model. Every problem is one error of the
-caller's kind (exit 78) that names the file or the flags and the key to fix."""
+command-line flags over it, validated by a strict pydantic model (`STRICT`, as the appliance's own
+config in device/config.py: a wrong type is an error, not converted; floats must be finite). Every
+problem is one error of the caller's kind (exit 78) that names the file or the flags and the key to
+fix."""
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Strict, ValidationError
 
 from device.errors import ApplianceError
 
 Settings = TypeVar("Settings", bound=BaseModel)
+
+# `port = "1883"` or `k = 20.0` is a mistake to report, not to convert; `inf` is never a setting (a
+# stats interval of inf sends no stats, a drop time of inf drops no device). An integer is still a
+# float (`drop_after_s = 3600`), as pydantic's strict mode allows.
+STRICT = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+# A file path is written as a TOML string; strict mode alone would only take a Path object.
+PathValue = Annotated[Path, Strict(False)]
 
 
 def load_settings(

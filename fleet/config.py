@@ -1,12 +1,13 @@
-"""The exporter's settings (TOML via --config, or flags), strictly validated like the other services'."""
+"""The exporter's settings (TOML via --config, or flags), strictly validated like the other services': a
+value of the wrong type is an error, not converted, and floats must be finite (device/settings.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from device.settings import load_settings
+from device.settings import STRICT, PathValue, load_settings
 from fleet.errors import ExporterConfigError
 
 # Prometheus's own registry of default ports lists 9100-9999; 9310 is free there and in this project.
@@ -14,7 +15,7 @@ DEFAULT_LISTEN_PORT = 9310
 
 
 class ExporterConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
@@ -22,10 +23,10 @@ class ExporterConfig(BaseModel):
     # Its own broker identity (deploy/mosquitto/acl: `user fleet-exporter` reads status and stats only).
     client_id: str = Field(default="fleet-exporter", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     username: str | None = None
-    password_file: Path | None = None
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    password_file: PathValue | None = None
+    ca_file: PathValue | None = None
+    cert_file: PathValue | None = None
+    key_file: PathValue | None = None
     # /metrics. Loopback by default: Prometheus on the same host, or put it behind the site's proxy.
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(default=DEFAULT_LISTEN_PORT, ge=1, le=65535)

@@ -199,6 +199,37 @@ def test_a_bad_setting_is_refused_with_its_name(settings: dict[str, object], nam
         load_exporter_config(None, settings)
 
 
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ("drop_after_s = inf", "drop_after_s"),  # was accepted: no device ever dropped
+        ('port = "1883"', "port"),  # was read as 1883
+        ("max_devices = 1e5", "max_devices"),  # was read as 100000
+        ('listen_port = "9310"', "listen_port"),
+    ],
+)
+def test_an_exporter_setting_of_the_wrong_type_or_not_finite_is_refused(
+    tmp_path: Path, line: str, key: str
+) -> None:
+    path = tmp_path / "exporter.toml"
+    path.write_text(line + "\n")
+    with pytest.raises(ExporterConfigError, match=rf"config file {path}: {key}: "):
+        load_exporter_config(path, {})
+
+
+def test_the_documented_exporter_config_loads(tmp_path: Path) -> None:
+    """docs/fleet.md's example, paths as text and whole-number seconds, loads strictly."""
+    doc = (ROOT / "docs" / "fleet.md").read_text()
+    example = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "exporter.toml"
+    path.write_text(example)
+    config = load_exporter_config(path, {"port": 1883, "ca_file": Path("/tmp/ca.crt")})
+    assert config.drop_after_s == 3600.0 and config.cert_file == Path(
+        "/etc/fleet-exporter/fleet-exporter.crt"
+    )
+    assert config.port == 1883 and config.ca_file == Path("/tmp/ca.crt")
+
+
 GOOD_BENCH = {
     "message_headroom": 12.0,
     "scrape_core_share": 0.2,
