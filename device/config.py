@@ -39,12 +39,16 @@ ENV_PREFIX = "APPLIANCE_"
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 # Ids a device must not take: `fleet` is the topic level every device reads release notices from
 # (<prefix>/fleet/release, docs/topics.md), the others are the broker ACL's and the PKI's own identities
-# (deploy/mosquitto/acl, deploy/pki.sh): fleet-admin, the broker, `ca` and `crl` (the CA's own files,
-# which pki.sh refuses as names, so no certificate could be issued for such a device), Home Assistant's
-# broker user (homeassistant), and the pricing service's copies (pricing-service, pricing-1, pricing-2
-# ...: every id that starts with "pricing").
+# (deploy/mosquitto/acl, deploy/pki.sh): fleet-admin, the fleet exporter (fleet-exporter, which reads
+# every device's status and stats), the broker, `ca` and `crl` (the CA's own files, which pki.sh
+# refuses as names, so no certificate could be issued for such a device), Home Assistant's broker user
+# (homeassistant), and the pricing service's copies (pricing-service, pricing-1, pricing-2 ...: every
+# id that starts with "pricing"). pki.sh refuses only the site's own names (ca, crl, broker, fleet):
+# it issues the service identities' certificates too.
 # Compared without case, so that `FLEET` cannot pass for the other.
-RESERVED_DEVICE_IDS = frozenset({"fleet", "fleet-admin", "broker", "ca", "crl", "homeassistant"})
+RESERVED_DEVICE_IDS = frozenset(
+    {"fleet", "fleet-admin", "fleet-exporter", "broker", "ca", "crl", "homeassistant"}
+)
 RESERVED_DEVICE_ID_PREFIX = "pricing"
 HOUR = 3600.0
 # scrypt$N$r$p$salt$key (base64), as device/live/auth.py writes it.

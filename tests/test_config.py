@@ -179,6 +179,8 @@ def test_an_infinite_float_from_the_environment_is_refused() -> None:
         "pricing-1",
         "Pricing-7",
         "fleet-admin",
+        "fleet-exporter",  # the exporter's ACL identity (issue 17)
+        "Fleet-Exporter",
         "broker",
         "ca",
         "crl",
