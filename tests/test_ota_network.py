@@ -20,6 +20,7 @@ import pytest
 from tuf.api import exceptions
 
 from device.config import OtaConfig
+from device.errors import UpdateBusyError
 from device.ota.engine import Engine
 from device.ota.fetcher import Budget, Limits, ResumingFetcher
 
@@ -299,3 +300,39 @@ def test_a_body_left_unread_for_being_too_long_never_goes_back_to_the_pool(tmp_p
         error = _overrun(fetcher, f"{url}/{path}")
         assert "longer than" in error or "exceeding" in error
         assert fetcher.download_bytes(f"{url}/metadata/next.json", 1000) == b"its own body"
+
+
+@pytest.mark.parametrize("stalled", ["timestamp.json", "/targets/models/"], ids=["metadata", "download"])
+def test_a_lock_still_busy_after_the_network_part_postpones_the_check_and_writes_nothing(
+    tmp_path: Path, stalled: str
+) -> None:
+    """A check comes back from the network (metadata, or a release's files) to take the update lock
+    again and finds it busy for longer than it waits: the check is postponed (75, the daemon retries
+    soon) as when it could not start, and it writes nothing, since it does not hold the lock."""
+    repo = new_repo(tmp_path)
+    release(repo)
+    state = tmp_path / "state"
+    faults = Faults(slow=stalled, slow_after=0 if stalled == "timestamp.json" else 100_000)
+    ended: list[object] = []
+    with serve(repo.path, faults) as url:
+        config = ota_config(url, repo, state, APPLIANCE_OTA__MIN_RATE_BYTES_PER_S="0")
+        checker = Engine(config, lock_wait_s=0.5)  # the real wait is 10 s: the same path, sooner
+
+        def run() -> None:
+            try:
+                ended.append(checker.check()[0])
+            except Exception as exc:  # the test reports it
+                ended.append(exc)
+
+        check = threading.Thread(target=run)
+        check.start()
+        assert faults.trickling.wait(30), "the check never reached the stalled file"
+        with Engine(config).locked():  # free: the check waits on the network without it
+            journal = (state / "ota" / "journal.json").read_bytes()
+            faults.release.set()  # the check gets its bytes and comes back for the lock
+            check.join(60)
+            assert (state / "ota" / "journal.json").read_bytes() == journal, "written without the lock"
+        [busy] = ended
+        assert isinstance(busy, UpdateBusyError) and busy.exit_code == 75, busy
+        again, _ = Engine(config).check()  # and the next check cleans up and goes on
+    assert again[-1].outcome == "activated", again[-1].reason

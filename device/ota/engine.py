@@ -72,6 +72,7 @@ class Engine:
         factory: InterpreterFactory | None = None,
         progress: Progress | None = None,
         clock: Clock | None = None,
+        lock_wait_s: float = LOCK_WAIT_S,
     ) -> None:
         self.config = config
         self.ota = config.ota
@@ -83,6 +84,7 @@ class Engine:
         self._factory = factory
         self.progress = progress
         self.cancel = threading.Event()  # set: a running check activates nothing (the daemon stops)
+        self.lock_wait_s = lock_wait_s  # how long a check waits for the update lock (tests: shorter)
         self._update_lock = FileLock(
             self.root / "lock", "another update is in progress (the daemon or `appliance ota`)"
         )
@@ -120,7 +122,7 @@ class Engine:
         read back after."""
         self.journal.save()
         try:
-            with self._update_lock.released():
+            with self._update_lock.released(self.lock_wait_s):
                 yield
         finally:
             self.journal.reload()
@@ -240,13 +242,15 @@ class Engine:
         activations: list[Activation] = []
         # The check lock fails at once (a check runs for minutes); the update lock is held for moments
         # (a rollback, a verdict, the daemon following a slot): wait them out, as everyone else does.
-        with self.checking(), self.locked(LOCK_WAIT_S):
+        with self.checking(), self.locked(self.lock_wait_s):
             self.recover()
             self.journal.begin_check()
             try:
                 with self._unlocked():
                     updater = self._refresh()
                     listing = read_index(updater, self.staging, self.ota.max_target_bytes)
+            except UpdateBusyError:  # the lock was not taken back: postponed, and nothing may be written
+                raise
             except (UpdateError, RegistryUnavailableError) as exc:
                 # Recorded here, so `appliance ota status` shows it as the daemon's status does.
                 failed = "unavailable" if isinstance(exc, RegistryUnavailableError) else "rejected"
@@ -339,6 +343,8 @@ class Engine:
             validated = self._take(updater, wanted)
         except _Superseded as exc:
             return self._superseded(wanted, str(exc)), None
+        except UpdateBusyError:  # as in check(): the journal's step is cleaned up by the next check
+            raise
         except (UpdateError, RegistryUnavailableError) as exc:
             if isinstance(exc, ReleaseInvalidError):  # it would fail the same way next time
                 digest = listing.fingerprints[wanted.target_path]

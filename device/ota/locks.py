@@ -40,14 +40,15 @@ class FileLock:
                 self._mine.handle = None
 
     @contextmanager
-    def released(self) -> Iterator[None]:
-        """Inside `held()`: let go for a while (a download), then take it back (up to WAIT_S)."""
+    def released(self, wait_s: float = WAIT_S) -> Iterator[None]:
+        """Inside `held()`: let go for a while (a download), then take it back, waiting up to `wait_s`;
+        UpdateBusyError if it stays busy (the caller then holds nothing)."""
         handle: IO[str] = self._mine.handle
         fcntl.flock(handle, fcntl.LOCK_UN)
         try:
             yield
         finally:
-            self._take(handle, WAIT_S)
+            self._take(handle, wait_s)
 
     def _take(self, handle: IO[str], wait_s: float) -> None:
         deadline = time.monotonic() + wait_s
