@@ -146,7 +146,8 @@ class Deduplicator:
         return len(windows[epoch].starts) if windows and epoch in windows else 0
 
     def missing(self, device_id: str, epoch: str = "", limit: int = 1000) -> list[int]:
-        """Up to `limit` seqs between the lowest and the highest seen that have not arrived (yet)."""
+        """Up to `limit` seqs between the lowest and the highest remembered that have not arrived (yet).
+        Past the cap this includes seqs that did arrive but were forgotten (`forgotten` > 0)."""
         windows = self._devices.get(device_id)
         if not windows or epoch not in windows:
             return []
