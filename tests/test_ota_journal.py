@@ -1,18 +1,25 @@
-"""The journal across threads, and the engine on an injected clock."""
+"""The journal across threads, the engine on an injected clock, and the status fields it feeds, as
+docs/topics.md lists them."""
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from device.clock import FakeClock
+from device.clock import FakeClock, SystemClock
+from device.config import load_config
 from device.errors import RegistryUnavailableError
+from device.ota.agent import Agent
 from device.ota.engine import Engine
-from device.ota.journal import Health, Journal
+from device.ota.health import HealthWatch
+from device.ota.journal import Health, Invalid, Journal, Outcome, Step
 
-from .ota_helpers import new_repo, ota_config, serve
+from .conftest import ROOT
+from .ota_helpers import light_pipeline, new_repo, ota_config, serve
 
 
 def test_the_summary_is_what_was_last_saved_and_a_copy(tmp_path: Path) -> None:
@@ -62,3 +69,42 @@ def test_the_engine_stamps_outcomes_and_checks_with_its_clock(tmp_path: Path) ->
     last = engine.journal.last()
     assert last is not None and (last.outcome, last.at) == ("unavailable", 1_900_000_000.0)
     assert engine.journal.summary()["last_check"] == 1_900_000_000.0
+
+
+def _documented(section: str) -> set[str]:
+    return set(re.findall(r"`([a-z_]+(?:\.[a-z_]+)?)`", section))
+
+
+def _fields(status: dict[str, Any]) -> set[str]:
+    """Every field of the status's `ota`, nested ones as `parent.field` (those under a kind or in a
+    list's entries by their parent's name; with OTA off a health window is its version alone)."""
+    found = set(status)
+    for name in ("step", "last"):
+        found |= {f"{name}.{field}" for field in status[name]}
+    for name in ("health_windows", "invalid"):
+        entries = status[name].values() if isinstance(status[name], dict) else status[name]
+        found |= {f"{name}.{field}" for entry in entries if isinstance(entry, dict) for field in entry}
+    return found
+
+
+def test_every_field_of_the_ota_status_is_in_docs_topics(tmp_path: Path, load_model: Any) -> None:
+    """What the status topic's `ota` carries, with every part filled, against docs/topics.md."""
+    config = load_config(environ={"APPLIANCE_STATE_DIR": str(tmp_path)})
+    engine = Engine(config)
+    state = engine.journal.state
+    state.step = Step(name="download", kind="embedder", version="1.2.0")
+    state.health["embedder"] = Health(version="1.1.0", started=1.0, running=True)
+    state.pins["embedder"] = "1.1.0"
+    state.refused.append("efficientnet-lite0-int8@1.0.5")
+    state.invalid["digest"] = Invalid(release="efficientnet-lite0-int8@1.3.0", reason="vectors", at=2.0)
+    state.bad_entries["other"] = "index entry x: no appliance field"
+    state.last_check = 3.0
+    engine.journal.record(Outcome(outcome="rejected", kind="embedder", version="1.3.0", reason="x", at=2.0))
+    pipeline = light_pipeline(load_model)
+    agent = Agent(engine, pipeline, config, SystemClock(), lambda: None)
+    agent.windows["embedder"] = HealthWatch.open("embedder", "1.1.0", 0.0, pipeline, None)
+    docs = (ROOT / "docs" / "topics.md").read_text()
+    section = docs.split("## `ota` in the status and the stats", 1)[1].split("\n## ", 1)[0]
+    on, off = _fields(agent.status()), _fields(engine.journal.summary())  # OTA on; off: the journal only
+    missing = sorted((on | off) - _documented(section))
+    assert not missing, f"docs/topics.md lacks {missing}"
