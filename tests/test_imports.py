@@ -14,17 +14,25 @@
 - The fleet exporter (fleet/) reads the devices' published JSON; it shares only the foundations.
 - Rigs, the pricing service and the rest of the firmware do not import device.commands; shared rigs
   are in `rigs`.
+- A no-op `appliance ota check` imports neither numpy, OpenCV nor LiteRT (issue 12: start-up time).
 """
 
 from __future__ import annotations
 
 import ast
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from device.ota.engine import Engine
+
 from .conftest import ROOT
+from .ota_helpers import new_repo, ota_config, ota_env, release, serve
 
 PRICING_MAY_USE = (
     "device.wire",
@@ -141,3 +149,38 @@ def test_the_fleet_exporter_imports_only_the_shared_foundations() -> None:
         if under(name, ("device", "pricing")) and not under(name, FLEET_MAY_USE)
     ]
     assert found == []
+
+
+HEAVY = ("numpy", "cv2", "ai_edge_litert", "tflite_runtime")
+
+
+def test_a_no_op_ota_check_imports_no_numpy_opencv_or_litert(tmp_path: Path) -> None:
+    """A fleet runs `appliance ota check` every few minutes and it nearly always finds nothing new:
+    that path must stay clear of numpy, OpenCV and LiteRT, which are most of its start-up time
+    (docs/benchmarks.md, "Model updates"). The real command, against a real repository, after an
+    earlier check took its one release; `-X importtime` lists every module the process imported."""
+    repo = new_repo(tmp_path)
+    release(repo)
+    state = tmp_path / "state"
+    with serve(repo.path) as url:
+        env = ota_env(url, repo, state)
+        taken, _ = Engine(ota_config(url, repo, state)).check()
+        assert taken[-1].outcome == "activated", taken[-1].reason
+        run = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "device", "ota", "check", "--json"],
+            cwd=ROOT,
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert [o["outcome"] for o in json.loads(run.stdout)] == ["up_to_date"]
+    imported = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in run.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert "device" in imported  # the listing is there at all
+    assert sorted(imported & set(HEAVY)) == []
