@@ -105,9 +105,11 @@ class Pipeline:
             self.request_swap(detector=model)
 
     def request_swap(self, detector: Detector | None = None, embedder: Embedder | None = None) -> None:
-        """Swap models before the next frame (called from another thread, e.g. the OTA updater)."""
+        """Swap models before the next frame (called from another thread, e.g. the OTA updater). A
+        request adds to one the frame thread has not taken yet (a check activates both kinds)."""
         with self._swap_lock:
-            self._swap = _Swap(detector, embedder)
+            pending = self._swap or _Swap()
+            self._swap = _Swap(detector or pending.detector, embedder or pending.embedder)
 
     def process(self, frame: Frame, pace: Pace | None = None) -> list[Track]:
         """One frame through detect (if due), track and embed. Returns the reported tracks."""

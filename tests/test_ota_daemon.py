@@ -162,6 +162,20 @@ def test_frames_keep_flowing_through_a_swap(
     assert during >= 2, f"{during} frames while the new models loaded: the frame thread waited for them"
 
 
+def test_a_detector_and_an_embedder_swapped_in_before_the_next_frame_both_run_from_it(
+    load_model: Callable[[str], LoadedModel], cpu_factory: InterpreterFactory, manifest: Manifest
+) -> None:
+    """One check can activate both kinds; the agent swaps them in one after the other through the
+    port, and the frame thread takes both at its next frame (the second request used to replace the
+    first: the daemon kept the old detector while its slot and health window named the new one)."""
+    pipeline = light_pipeline(load_model)
+    fresh = light_pipeline(lambda name: cpu_factory.load(manifest, name))  # new interpreters
+    pipeline.swap_model(fresh.detector)
+    pipeline.swap_model(fresh.embedder)
+    pipeline.apply_swap()
+    assert (pipeline.detector, pipeline.embedder) == (fresh.detector, fresh.embedder)
+
+
 def test_an_operator_pins_a_version_and_rolls_back_from_the_cli(tmp_path: Path) -> None:
     repo = new_repo(tmp_path)
     release(repo, "1.1.0")
