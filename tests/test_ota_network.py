@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tuf.api import exceptions
@@ -27,9 +28,10 @@ from device.ota.fetcher import Budget, Limits, ResumingFetcher
 from .broker import Mosquitto
 from .conftest import ROOT
 from .ota_helpers import (
+    TOPIC,
     Faults,
     daemon_rig,
-    last_outcome,
+    embedder_version,
     new_repo,
     nginx_log,
     ota_config,
@@ -56,6 +58,11 @@ def ota_cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.
 
 def _env(env: dict[str, str]) -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}, **env}
+
+
+def running(status: dict[str, Any]) -> tuple[str, str]:
+    """The detector's id and the embedder's version the daemon runs, by its status."""
+    return str(status["models"]["detector"]["id"]), embedder_version(status)
 
 
 def journal_last(state: Path) -> dict[str, str]:
@@ -158,17 +165,19 @@ def test_an_operator_rolls_back_at_once_while_a_check_is_stalled_and_the_check_d
 
 
 @pytest.mark.heavy
-def test_a_health_window_rolls_back_on_time_while_a_check_is_stalled(
+def test_a_health_window_and_an_operator_roll_back_on_time_while_a_check_is_stalled(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
-    """CenterNet float, much slower than the SSD it replaces, is activated; then a check stalls on a
-    trickling timestamp.json. The window's verdict still comes at the window's end, during the check."""
+    """CenterNet float, much slower than the SSD it replaces, and a new embedder are activated; then a
+    check stalls on a trickling timestamp.json. During the check an operator's `cmd/ota-rollback` of the
+    embedder is carried out at once, and the detector's verdict still comes at the window's end."""
     repo = new_repo(tmp_path)
     release(repo, "2.0.0", model_id="centernet-coco-float")
+    release(repo, "1.1.0")
     faults = Faults()
     env = {
         "APPLIANCE_MODELS__DETECTOR": "ssdlite-person-int8",
-        "APPLIANCE_OTA__KINDS": '["detector"]',
+        "APPLIANCE_OTA__KINDS": '["detector", "embedder"]',
         "APPLIANCE_OTA__HEALTH_WINDOW_S": "6",
         "APPLIANCE_OTA__INTERVAL_S": "5",
         "APPLIANCE_OTA__HEALTH_MIN_FRAMES": "10",
@@ -176,16 +185,21 @@ def test_a_health_window_rolls_back_on_time_while_a_check_is_stalled(
     }
     with daemon_rig(broker.port, tmp_path, repo, faults=faults, extra=env) as rig:
         daemon = rig.start()
-        rig.status(lambda s: last_outcome(s) == "activated", 90, "the activation")
+        rig.status(lambda s: running(s) == ("centernet-coco-float", "1.1.0"), 90, "both activated")
         activated = time.monotonic()
         faults.slow = "timestamp.json"
         rig.collector.publish("appliance/fleet/release", "{}")
         assert faults.trickling.wait(10), "the second check never started"
-        status = rig.status(lambda s: last_outcome(s) == "rolled_back", 30, "the verdict during the check")
-        assert time.monotonic() - activated < 6 + 10  # the window, and a margin for enough invokes
+        rig.collector.publish(f"{TOPIC}/cmd/ota-rollback", '{"kind": "embedder"}')
+        status = rig.status(lambda s: "efficientnet-lite0-int8@1.1.0" in s["ota"]["refused"], 10, "rollback")
         assert status["ota"]["state"] == "checking"  # the check is still stalled
+        assert "operator command" in status["ota"]["last"]["reason"] and embedder_version(status) == "1.0.0"
+        status = rig.status(lambda s: "centernet-coco-float@2.0.0" in s["ota"]["refused"], 30, "the verdict")
+        assert time.monotonic() - activated < 6 + 10  # the window, and a margin for enough invokes
+        assert status["ota"]["state"] == "checking"  # still
+        assert status["ota"]["last"]["outcome"] == "rolled_back"
         assert "latency regression" in status["ota"]["last"]["reason"]
-        assert status["models"]["detector"]["id"] == "ssdlite-person-int8"
+        assert running(status) == ("ssdlite-person-int8", "1.0.0")
         assert daemon.poll() is None
 
 
