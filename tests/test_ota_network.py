@@ -191,9 +191,14 @@ def test_a_health_window_and_an_operator_roll_back_on_time_while_a_check_is_stal
         rig.collector.publish("appliance/fleet/release", "{}")
         assert faults.trickling.wait(10), "the second check never started"
         rig.collector.publish(f"{TOPIC}/cmd/ota-rollback", '{"kind": "embedder"}')
-        status = rig.status(lambda s: "efficientnet-lite0-int8@1.1.0" in s["ota"]["refused"], 10, "rollback")
+        refused = "efficientnet-lite0-int8@1.1.0"
+        status = rig.status(lambda s: refused in s["ota"]["refused"], 10, "the rollback")
         assert status["ota"]["state"] == "checking"  # the check is still stalled
-        assert "operator command" in status["ota"]["last"]["reason"] and embedder_version(status) == "1.0.0"
+        assert "operator command" in status["ota"]["last"]["reason"]
+        status = rig.status(
+            lambda s: refused in s["ota"]["refused"] and embedder_version(s) == "1.0.0", 10, "the swap back"
+        )
+        assert status["ota"]["state"] == "checking"  # and the bundled embedder runs again
         status = rig.status(lambda s: "centernet-coco-float@2.0.0" in s["ota"]["refused"], 30, "the verdict")
         assert time.monotonic() - activated < 6 + 10  # the window, and a margin for enough invokes
         assert status["ota"]["state"] == "checking"  # still
