@@ -255,6 +255,35 @@ def test_a_check_waits_out_a_brief_hold_of_the_update_lock(tmp_path: Path) -> No
     assert waited and getattr(outcome, "outcome", outcome) == "activated", outcome
 
 
+def test_start_up_waits_out_a_brief_hold_and_still_rolls_back_a_crashed_window(tmp_path: Path) -> None:
+    """A daemon that starts while `appliance ota` holds the update lock for a moment must still judge a
+    window it died in: skipping start-up would run the unconfirmed model with no verdict to come."""
+    repo = new_repo(tmp_path)
+    release(repo)
+    state = tmp_path / "state"
+    with serve(repo.path) as url:
+        config = ota_config(url, repo, state)
+        Engine(config).check()
+    Engine(config).startup()  # the window starts; the daemon then dies inside it
+    results: list[object] = []
+
+    def start() -> None:
+        try:
+            results.append(Engine(config).startup())
+        except Exception as exc:  # the test reports it
+            results.append(exc)
+
+    daemon = threading.Thread(target=start)
+    with Engine(config).locked():
+        daemon.start()
+        waited = _waiting_for(state / "ota" / "lock", daemon)
+    daemon.join(60)
+    [outcomes] = results
+    assert waited and isinstance(outcomes, list), outcomes
+    assert [o.outcome for o in outcomes] == ["rolled_back"]
+    assert Engine(config).slots.current("embedder") is None
+
+
 def test_an_operator_rolls_back_and_pins_over_mqtt(broker: Mosquitto, tmp_path: Path) -> None:
     repo = new_repo(tmp_path)
     release(repo)

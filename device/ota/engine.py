@@ -168,7 +168,9 @@ class Engine:
         daemon will not run them (`run_windows` False: OTA is off in its config)."""
         outcomes: list[Outcome] = []
         try:
-            with self.locked():
+            # Wait out a brief hold (`appliance ota` following a slot): skipping this would run a
+            # model whose window the daemon died in, with no verdict to come.
+            with self.locked(self.lock_wait_s):
                 try:
                     with self.checking():
                         self.recover()
@@ -186,12 +188,6 @@ class Engine:
         except UpdateError as exc:
             log.warning("OTA start-up checks skipped: %s", exc)
         return outcomes
-
-    def start_window(self, kind: str) -> None:
-        with self.locked():
-            if kind in self.journal.state.health:
-                self.journal.state.health[kind].running = True
-                self.journal.save()
 
     def pause_windows(self) -> None:
         """A clean stop is not a failure: the windows run again from the start next time."""
