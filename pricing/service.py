@@ -170,6 +170,9 @@ class PricingService:
         will = json.dumps({"state": "offline", "instance": cfg.instance}).encode()
         client = make_client(f"pricing-{cfg.instance}", security, Will(self.status_topic, will), where="")
         client.on_connect = lambda _c, _u, _f, reason, _p: self._requests.put_control(f"connected:{reason}")
+        client.on_subscribe = lambda _c, _u, _m, codes, _p: self._requests.put_control(
+            "subscribed:" + ",".join("refused" if code.is_failure else "granted" for code in codes)
+        )
         client.on_message = self._on_message
         # paho's own reconnect doubles its delay with no jitter (and takes whole seconds): a random first
         # step of 1-3 s keeps copies that lost the broker together from coming back in step.
@@ -253,8 +256,11 @@ class PricingService:
         item = self._requests.get(timeout=0.1)
         if item is None:
             return
-        if isinstance(item, str):  # a connection event: (re)subscribe, say we are online
-            self._on_connected(item, ready)
+        if isinstance(item, str):  # a connection event: (re)subscribe; once granted, say we are online
+            if item.startswith("subscribed:"):
+                self._on_subscribed(item, ready)
+            else:
+                self._on_connected(item)
             return
         try:
             reply = self.handle(item)
@@ -272,18 +278,34 @@ class PricingService:
             self.latency_ms.add(seconds * 1e3)
             self.metrics.quote_seconds.observe(seconds)
 
-    def _on_connected(self, event: str, ready: threading.Event | None) -> None:
+    def _on_connected(self, event: str) -> None:
         if not event.endswith("Success"):
             log.error("broker refused the connection: %s", event.split(":", 1)[1])
             return
-        cfg = self.config
-        self._client.subscribe(f"$share/{cfg.share_group}/{cfg.topic_prefix}/+/objects", qos=1)
+        self._client.subscribe(self._requests_filter, qos=1)
         self._connected = True
         self.counts["connects"] += 1
+
+    def _on_subscribed(self, event: str, ready: threading.Event | None) -> None:
+        """Online only once the broker has granted the subscription: before its SUBACK, a device's
+        request finds nobody in the group and is lost, so nobody may be told this copy serves."""
+        if event != "subscribed:granted":
+            self.counts["refused_subscriptions"] += 1
+            log.error(
+                "the broker refused %s: this identity may not join the pricing group (deploy/mosquitto/acl"
+                " and the share_guard plugin's pricing identities)",
+                self._requests_filter,
+            )
+            return
         self._publish(self.status_topic, json.dumps(self._online()).encode(), retain=True)
-        log.info("connected; serving $share/%s/%s/+/objects", cfg.share_group, cfg.topic_prefix)
+        log.info("connected; serving %s", self._requests_filter)
         if ready is not None:
             ready.set()
+
+    @property
+    def _requests_filter(self) -> str:
+        cfg = self.config
+        return f"$share/{cfg.share_group}/{cfg.topic_prefix}/+/objects"
 
     def _online(self) -> dict[str, Any]:
         return {

@@ -170,6 +170,31 @@ def test_two_pricing_services_with_their_own_certificates_answer_every_device(
     assert all(s.counts["received"] > 0 for s in services)  # both took part
 
 
+def test_a_pricing_service_refused_its_subscription_never_says_it_serves(
+    tls_broker: TlsBroker, certs: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Run with a device's certificate (a mistake in a deployment), the service connects but the broker
+    refuses it the pricing group: it says so, counts it, and is never ready (it was, on the CONNACK)."""
+    catalog = tmp_path / "catalog.sqlite"
+    item = Item("a", bytes(8), 0.1, 0, 5.0, "JPY", "sold")
+    write_catalog(catalog, CatalogInfo("m", "1", 8, synthetic=True), [item])
+    config = ServiceConfig(
+        host="localhost", port=tls_broker.port, catalog=catalog, index="exact",
+        ca_file=certs / "ca.crt", cert_file=certs / "dev-a.crt", key_file=certs / "dev-a.key",
+    )  # fmt: skip
+    service = PricingService(config, Pricer(load_catalog(catalog), config))
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=service.run, args=(stop, ready), daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: service.counts["refused_subscriptions"] == 1, 10)
+        assert service.counts["connects"] == 1 and not ready.is_set()
+        assert any("may not join the pricing group" in r.getMessage() for r in caplog.records)
+    finally:
+        stop.set()
+        thread.join(5)
+
+
 class QuotingService(Client):
     """The pricing identity answering every object message with a quote to its sender."""
 
