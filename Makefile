@@ -46,9 +46,11 @@ lint: install
 typecheck: install
 	$(BIN)/python -m mypy
 
-# Four workers (pytest-xdist) in a random order (pytest-randomly), the heavy tests first (tests/conftest.py)
-# and handed out two at a time: PYTEST_ARGS='-p no:randomly -n0' to debug.
-PYTEST_ARGS ?= -n 4 --maxschedchunk 2
+# Six workers (pytest-xdist) on two cores, since most tests wait on a broker, a daemon or a deadline
+# (docs/benchmarks.md: 4 workers 171 s, 6 workers 148-157 s), in a random order (pytest-randomly), the
+# heavy tests first (tests/conftest.py) and handed out two at a time. PYTEST_ARGS='-p no:randomly -n0'
+# to debug.
+PYTEST_ARGS ?= -n 6 --maxschedchunk 2
 pytest: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 

@@ -16,7 +16,7 @@ from device.wire import CONTENT_TYPE, decode
 
 from .broker import Mosquitto, free_port
 from .daemons import start_daemon
-from .mqtt_helpers import Collector, daemon_env, wait_until
+from .mqtt_helpers import DEFAULT_DETECTOR, Collector, daemon_env, wait_until
 
 TOPIC = "appliance/test-dev"
 
@@ -40,8 +40,10 @@ def log_of(tmp_path: Path) -> str:
 
 @pytest.mark.heavy
 def test_subscriber_sees_stable_tracks_gapless_seqs_and_sane_boxes(
-    collector: Collector, daemon: subprocess.Popen[bytes], tmp_path: Path
+    broker: Mosquitto, collector: Collector, tmp_path: Path
 ) -> None:
+    env = daemon_env(broker.port, tmp_path / "state", APPLIANCE_MODELS__DETECTOR=DEFAULT_DETECTOR)
+    daemon = start_daemon(env, log=tmp_path / "daemon.log")  # the product's own models, end to end
     collector.wait_for(lambda: len(collector.on(f"{TOPIC}/objects")) >= 4, 60, "4 object messages")
     collector.wait_for(lambda: len(collector.on(f"{TOPIC}/stats")) >= 2, 10, "2 stats messages")
     daemon.send_signal(signal.SIGTERM)

@@ -20,7 +20,7 @@ from device.fleetbench.results import DeviceResult, latest_by_kind, previous_fig
 from .broker import Mosquitto
 from .cli_helpers import appliance
 from .daemons import start_daemon
-from .mqtt_helpers import Collector, daemon_env, wait_until
+from .mqtt_helpers import DEFAULT_DETECTOR, TEST_DETECTOR, Collector, daemon_env, wait_until
 from .tls_broker import connect, site_broker
 
 # Long enough that the source never ends during a test (the default demo source stops after 3 s).
@@ -87,7 +87,7 @@ def test_fleet_bench_collects_both_devices_stores_them_and_restores_each_pipelin
         assert result["pipeline_idle"] is True and result["nice"] == 10  # waited for the frame; low priority
         assert result["hardware"]["cpus"] == os.cpu_count() and result["hardware"]["litert"]["version"]
         assert {"before", "after"} <= set(result["temperatures"])
-        assert {m["id"] for m in result["models"]} == {"centernet-coco-float", EMBEDDER}  # the active ones
+        assert {m["id"] for m in result["models"]} == {TEST_DETECTOR, EMBEDDER}  # the active ones
         assert all(m["invoke_ms"]["p50"] > 0 and m["fps"] > 0 for m in result["models"])
     # shop-1 was held for the bench (the pace said so), and processes frames again afterwards.
     assert f"'reason': 'benchmark {request}'" in log_of(tmp_path, "shop-1")
@@ -107,12 +107,10 @@ def test_fleet_bench_collects_both_devices_stores_them_and_restores_each_pipelin
         rows = conn.execute(
             "SELECT device_id, model FROM results WHERE request_id = ?", (request,)
         ).fetchall()
-    assert sorted(rows) == sorted(
-        (d, m) for d in ("shop-1", "shop-2") for m in ("centernet-coco-float", EMBEDDER)
-    )
+    assert sorted(rows) == sorted((d, m) for d in ("shop-1", "shop-2") for m in (TEST_DETECTOR, EMBEDDER))
     kinds = latest_by_kind(db)
     assert {(k.model, k.devices, k.threads) for k in kinds} == {
-        ("centernet-coco-float", 2, 2),
+        (TEST_DETECTOR, 2, 2),
         (EMBEDDER, 2, 2),
     }
 
@@ -161,7 +159,7 @@ def test_a_malformed_bench_is_ignored_with_one_warning_and_a_second_one_while_bu
 
     # Long enough that the next request finds it running: it first waits for the frame thread to see the
     # hold, then loads the model, then times 3 + 20 invokes.
-    slow = {"request_id": "slow", "models": ["centernet-coco-float"], "runs": 20}
+    slow = {"request_id": "slow", "models": [DEFAULT_DETECTOR], "runs": 20}  # the slow one
     collector.publish("appliance/shop-1/cmd/bench", json.dumps(slow))
     collector.publish("appliance/shop-1/cmd/bench", json.dumps({"request_id": "eager", "runs": 1}))
 
