@@ -32,8 +32,8 @@ MODELS = ROOT / "models"
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Heavy tests first, each group still in pytest-randomly's order (its wrapper shuffles before this
     runs). With xdist handing out two tests at a time (`--maxschedchunk 2` in the Makefile), the longest
-    tests start on every worker at once instead of one of them starting last and alone: the classic
-    longest-first rule, worth about half a minute of wall time on two cores."""
+    tests start on every worker at once instead of one of them starting last and alone (the classic
+    longest-first rule: a 45 s test begun last adds its whole length to the suite)."""
     items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
 
 
