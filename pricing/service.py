@@ -47,6 +47,10 @@ from pricing.metrics import PricingMetrics
 from pricing.pricer import Pricer
 
 log = logging.getLogger(__name__)
+# Quotes sent before the broker's PUBACK (paho's default of 20 made replies queue up during a flood),
+# and the most kept unacknowledged (in flight and queued): some hundreds of KB.
+REPLIES_IN_FLIGHT = 100
+REPLIES_QUEUED = 1000
 _EPOCH = re.compile(r"[0-9a-f]{16}")
 
 
@@ -174,6 +178,8 @@ class PricingService:
             "subscribed:" + ",".join("refused" if code.is_failure else "granted" for code in codes)
         )
         client.on_message = self._on_message
+        client.max_inflight_messages_set(REPLIES_IN_FLIGHT)
+        client.max_queued_messages_set(REPLIES_QUEUED)
         # paho's own reconnect doubles its delay with no jitter (and takes whole seconds): a random first
         # step of 1-3 s keeps copies that lost the broker together from coming back in step.
         client.reconnect_delay_set(min_delay=random.randint(1, 3), max_delay=30)
@@ -269,14 +275,26 @@ class PricingService:
             self.counts["internal_errors"] += 1
             return
         if reply is not None:
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            props.ContentType = "application/json"
-            if reply.correlation is not None:
-                props.CorrelationData = reply.correlation
-            self._client.publish(reply.topic, reply.payload, qos=1, properties=props)
+            self.send_reply(reply)
             seconds = time.perf_counter() - item.received
             self.latency_ms.add(seconds * 1e3)
             self.metrics.quote_seconds.observe(seconds)
+
+    def send_reply(self, reply: Reply) -> None:
+        """Publish a quote (QoS 1). paho keeps every unacknowledged one; past REPLIES_QUEUED the reply is
+        dropped and counted: a flood answered faster than the broker acknowledges must not grow the
+        service's memory (issue 11: RSS after a flood)."""
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.ContentType = "application/json"
+        if reply.correlation is not None:
+            props.CorrelationData = reply.correlation
+        info = self._client.publish(reply.topic, reply.payload, qos=1, properties=props)
+        if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+            self.counts["reply_backlog"] += 1
+            _log_rarely(
+                self.counts["reply_backlog"],
+                f"quote to {reply.topic} dropped: {REPLIES_QUEUED} unacknowledged",
+            )
 
     def _on_connected(self, event: str) -> None:
         if not event.endswith("Success"):

@@ -22,7 +22,7 @@ from pricing.config import ServiceConfig
 from pricing.errors import CatalogError, ServiceConfigError
 from pricing.index import ExactIndex, HnswIndex
 from pricing.pricer import Pricer
-from pricing.service import PricingService, Request, _epoch
+from pricing.service import REPLIES_QUEUED, PricingService, Reply, Request, _epoch
 from pricing.sign_index import SignHnswIndex
 
 from .conftest import DATA
@@ -378,3 +378,17 @@ def test_repeats_and_epoch_changes_are_logged_at_a_falling_rate(
     assert repeats == [f"from shop-1: seq 3 (epoch -) again ({n} so far)" for n in (1, 2, 4, 8)]
     assert "shop-1 numbers its messages afresh, epoch 00000000000000bb (1 so far)" in lines
     assert svc.dedupe.duplicates == 8 and len(lines) == 5
+
+
+def test_quotes_the_broker_has_not_acknowledged_are_capped_and_the_rest_counted(
+    hand_made: Pricer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """paho keeps every QoS 1 publish until its PUBACK; with no broker at all (the extreme of one that
+    acknowledges slower than a flood is answered) they pile up. Past REPLIES_QUEUED, each is dropped and
+    counted instead of growing the service's memory."""
+    quotes = service(hand_made)
+    for seq in range(REPLIES_QUEUED + 5):
+        quotes.send_reply(Reply("appliance/dev/quotes", b"{}", seq.to_bytes(8, "little")))
+    assert quotes.counts["reply_backlog"] == 5
+    assert len(quotes._client._out_messages) == REPLIES_QUEUED  # paho's own queue, not a copy of it
+    assert [r.getMessage().count("dropped") for r in caplog.records] == [1, 1, 1]  # the 1st, 2nd, 4th
