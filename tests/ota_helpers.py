@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from device.vision.models import make_detector
 from device.vision.runtime import LoadedModel
 from device.vision.tracker import Tracker
 from rigs.broker import free_port, wait_for_port
+from rigs.http import serving
 
 from .conftest import DATA, MODELS
 from .daemons import start_daemon
@@ -146,15 +147,8 @@ def serve(directory: Path, faults: Faults | None = None) -> Iterator[str]:
     faults = faults or Faults()
     protocol = "HTTP/1.1" if faults.late_body_s is not None else "HTTP/1.0"
     handler = type("Handler", (_Handler,), {"faults": faults, "protocol_version": protocol})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(directory)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        faults.release.set()  # ends any trickle
-        server.shutdown()
-        server.server_close()
+    with serving(functools.partial(handler, directory=str(directory)), on_exit=faults.release.set) as url:
+        yield url  # on exit, releasing the faults ends any trickle
 
 
 @contextmanager

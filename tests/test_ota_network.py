@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from device.config import OtaConfig
 from device.errors import UpdateBusyError
 from device.ota.engine import Engine
 from device.ota.fetcher import Budget, Limits, ResumingFetcher
+from rigs.http import serving
 
 from .broker import Mosquitto
 from .conftest import ROOT
@@ -285,13 +286,8 @@ class _Overrun(BaseHTTPRequestHandler):
 
 @contextmanager
 def serve_overrun() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Overrun)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_Overrun) as url:
+        yield url
 
 
 def _overrun(fetcher: ResumingFetcher, url: str) -> str:

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ from device.vision.manifest import Manifest
 from device.vision.models import make_detector
 from device.vision.runtime import InterpreterFactory
 from device.vision.tracker import Tracker
+from rigs.http import serving
 from rigs.report import LoadSpan, check, report_out
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -77,13 +78,8 @@ class _Quiet(SimpleHTTPRequestHandler):
 
 @contextmanager
 def _served(directory: Path) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(directory)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(functools.partial(_Quiet, directory=str(directory))) as url:
+        yield url
 
 
 def bench_ota(rounds: int, as_json: bool) -> int:
