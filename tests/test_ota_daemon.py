@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from device.vision.runtime import InterpreterFactory, LoadedModel
 
 from .broker import Mosquitto
 from .conftest import ROOT
+from .mqtt_helpers import wait_until
 from .ota_helpers import (
     TOPIC,
     daemon_rig,
@@ -214,20 +214,21 @@ def test_two_updaters_never_run_at_once(tmp_path: Path) -> None:
         assert ota_cli(env, "check").returncode == 0  # and once it is free, the check runs
 
 
+def _opened(lock: Path) -> int:
+    """How many open files of `lock` this process has."""
+    opened = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):  # an fd closed while we look
+            opened += os.readlink(fd) == str(lock)
+    return opened
+
+
 def _waiting_for(lock: Path, check: threading.Thread, deadline_s: float = 30) -> bool:
     """Whether a second open file of `lock` appears in this process (the check, come to take the lock
-    another thread holds) while `check` still runs; False if the check ended first."""
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline and check.is_alive():
-        fds = Path("/proc/self/fd")
-        opened = 0
-        for fd in fds.iterdir():
-            with contextlib.suppress(OSError):  # an fd closed while we look
-                opened += os.readlink(fd) == str(lock)
-        if opened >= 2:
-            return True
-        time.sleep(0.001)  # polling a state, with a deadline: the check shows nothing else
-    return False
+    another thread holds) while `check` still runs; False if the check ended first. The lock offers no
+    event to wait on, so this is the suite's polling wait with a deadline."""
+    wait_until(lambda: _opened(lock) >= 2 or not check.is_alive(), deadline_s)
+    return _opened(lock) >= 2 and check.is_alive()
 
 
 def test_a_check_waits_out_a_brief_hold_of_the_update_lock(tmp_path: Path) -> None:
