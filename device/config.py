@@ -33,7 +33,7 @@ from device.devicespec import parse_device_spec
 from device.errors import ConfigError
 from device.image_header import DEFAULT_MAX_PIXELS
 from device.kinds import MODEL_KINDS, Kind
-from device.settings import STRICT, PathValue
+from device.settings import STRICT, PathValue, read_toml
 
 ENV_PREFIX = "APPLIANCE_"
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -332,7 +332,7 @@ class Config(_Section):
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Read `path` (if given), apply APPLIANCE_* overrides, validate. Raises ConfigError."""
     env = os.environ if environ is None else environ
-    data: dict[str, Any] = _read_toml(path) if path is not None else {}
+    data: dict[str, Any] = read_toml(path, ConfigError) if path is not None else {}
     origins: dict[tuple[str, ...], str] = {}
     for name, raw in env.items():
         if name.startswith(ENV_PREFIX) and name != ENV_PREFIX + "CONFIG":
@@ -344,23 +344,6 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path, origins)) from None
     return _resolve_paths(config, path)
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist; pass an existing file") from None
-    except OSError as exc:
-        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"config file {path} is not valid UTF-8 TOML (byte {exc.start} is not UTF-8): "
-            "is it the right file? Save it as UTF-8 text"
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
 def _parse_env_value(keys: tuple[str, ...], raw: str) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Strict, ValidationError
 
@@ -24,6 +24,30 @@ STRICT = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=Fals
 PathValue = Annotated[Path, Strict(False)]
 
 
+def read_toml(
+    path: Path,
+    error: type[ApplianceError],
+    what: str = "config file",
+    missing: str = "pass an existing file",
+    not_utf8: str = "is it the right file? Save it as UTF-8 text",
+) -> dict[str, Any]:
+    """The TOML file at `path`, or one `error` that names it (`what`) and says what to do: missing,
+    unreadable, not UTF-8 (binary garbage: a model file given as a manifest), or not TOML. The one
+    reader of the device's config, the model manifest and the back-end services' settings."""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist; {missing}") from None
+    except OSError as exc:
+        raise error(f"{what} {path} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        byte = f"byte {exc.start} is not UTF-8"
+        raise error(f"{what} {path} is not valid UTF-8 TOML ({byte}): {not_utf8}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{what} {path} is not valid TOML: {exc}") from None
+
+
 def load_settings(
     model: type[Settings],
     path: Path | None,
@@ -32,17 +56,7 @@ def load_settings(
     program: str,
 ) -> Settings:
     """`model` from `path` (if any) with the flags that were given (None: not given) over it."""
-    data: dict[str, object] = {}
-    if path is not None:
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as exc:
-            raise error(
-                f"config file {path} is not valid UTF-8 TOML (byte {exc.start} is not UTF-8); "
-                "save it as UTF-8 text"
-            ) from None
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise error(f"config file {path} cannot be read: {exc}") from None
+    data: dict[str, object] = read_toml(path, error) if path is not None else {}
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return model.model_validate(data)

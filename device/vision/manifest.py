@@ -6,7 +6,6 @@ them. pydantic validates it at the edge; the rest of the firmware sees frozen Mo
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from device.errors import ManifestError, ModelError
 from device.kinds import Kind
+from device.settings import read_toml
 
 Adapter = Literal["ssd", "centernet", "centernet-heatmap", "embedder"]
 # How the weights and activations are stored (models/README.md): "dynamic-range" is int8 weights with
@@ -99,19 +99,15 @@ class Manifest:
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
+        raw = read_toml(
+            path,
+            ManifestError,
+            "model manifest",
+            "check models.manifest",
+            "check models.manifest names the manifest, not a model file",
+        )
         try:
-            with path.open("rb") as handle:
-                raw = tomllib.load(handle)
             parsed = _ManifestFile.model_validate(raw)
-        except FileNotFoundError:
-            raise ManifestError(f"model manifest {path} does not exist; check models.manifest") from None
-        except UnicodeDecodeError as exc:
-            raise ManifestError(
-                f"model manifest {path} is not valid UTF-8 TOML (byte {exc.start} is not UTF-8): "
-                "check models.manifest names the manifest, not a model file"
-            ) from None
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ManifestError(f"model manifest {path} cannot be read: {exc}") from None
         except ValidationError as exc:
             raise ManifestError(f"model manifest {path} is invalid: {_summarise(exc)}") from None
         entries = tuple(e.model_copy(update=_resolved(e, path.parent)) for e in parsed.model)
