@@ -83,7 +83,7 @@ class PricingService:
         # One line per device, served in turn: a flooding device waits behind itself only.
         self._requests: FairQueue[Request, str] = FairQueue()
         self._max_payload = self._largest_payload(self.catalogs)
-        self._connected = False
+        self._serving = False  # the broker granted the subscription: the status may say online
         self._client = self._make_client()
         self.metrics = PricingMetrics(config.instance, self.stats)
 
@@ -192,7 +192,7 @@ class PricingService:
         self._max_payload = max(self._max_payload, self._largest_payload(catalogs))
         self.catalogs = catalogs
         log.info("catalogs reloaded: %s", ", ".join(f"{m} {v}" for m, v in catalogs.pricers))
-        if self._connected:
+        if self._serving:
             self._publish(self.status_topic, json.dumps(self._online()).encode(), retain=True)
 
     @property
@@ -301,7 +301,6 @@ class PricingService:
             log.error("broker refused the connection: %s", event.split(":", 1)[1])
             return
         self._client.subscribe(self._requests_filter, qos=1)
-        self._connected = True
         self.counts["connects"] += 1
 
     def _on_subscribed(self, event: str, ready: threading.Event | None) -> None:
@@ -315,6 +314,7 @@ class PricingService:
                 self._requests_filter,
             )
             return
+        self._serving = True
         self._publish(self.status_topic, json.dumps(self._online()).encode(), retain=True)
         log.info("connected; serving %s", self._requests_filter)
         if ready is not None:
