@@ -9,14 +9,14 @@ or two: its seqs rise by one, and live-first delivery interleaves at most one ba
 *live* range is the one a seq last extended (the device's run); the usual message extends it in O(1),
 and any message costs at most O(log R + R) with R capped at `max_ranges`. A device that sends scattered
 numbers, on purpose or not, costs the same bounded time and memory per message as any other: past the
-cap, the lowest range other than the live one and the one just made is forgotten (`forgotten` counts
-its seqs). Forgetting can only let a repeat of those seqs through a second time (a second quote, which
-the device ignores by its correlation data); it never makes an unseen seq look seen, so no scattering,
-however hostile, can silence a device. (Joining ranges instead, as an earlier version did, counted every number in
-between as seen: 40 scattered seqs above 1e6 joined the live range to them, and the device's next
-in-order seq and all after it were dropped.) A huge seq (2^64-1) is just one more range: it does not
-hide the seqs below it. Memory per device is bounded by the cap, and at most `max_devices` devices are
-tracked; the one heard from least recently is forgotten first.
+cap, the lowest range other than the live one and the one just made is forgotten (`forgotten` counts its
+seqs). Forgetting can only let a repeat of those seqs through a second time (a second quote, which the
+device ignores by its correlation data); it never makes an unseen seq look seen, so no scattering,
+however hostile, can silence a device. (Joining ranges instead, as an earlier version did, counted every
+number in between as seen: 40 scattered seqs above 1e6 joined the live range to them, and the device's
+next in-order seq and all after it were dropped.) A huge seq (2^64-1) is just one more range: it does
+not hide the seqs below it. Memory per device is bounded by the cap, and at most `max_devices` devices
+are tracked; the one heard from least recently is forgotten first.
 
 The epoch (an MQTT v5 user property on each object message) changes when a device starts numbering from
 1 again, its state wiped or the card re-flashed. A new epoch gets a fresh window instead of having all
