@@ -27,8 +27,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -76,12 +74,6 @@ class _Quiet(SimpleHTTPRequestHandler):
         pass
 
 
-@contextmanager
-def _served(directory: Path) -> Iterator[str]:
-    with serving(functools.partial(_Quiet, directory=str(directory))) as url:
-        yield url
-
-
 def bench_ota(rounds: int, as_json: bool) -> int:
     load = LoadSpan()
     work = Path(tempfile.mkdtemp(prefix="appliance-bench-ota-"))
@@ -90,7 +82,7 @@ def bench_ota(rounds: int, as_json: bool) -> int:
     photos = [DEMO / "coffee.png", DEMO / "chelsea.png"]
     add_release(repo, NewRelease(MODELS / "manifest.toml", EMBEDDER, "1.1.0", "stable", 100, photos))
     [(path, target)] = [(p, t) for p, t in repo.releases().items()]
-    with _served(repo.path) as url:
+    with serving(functools.partial(_Quiet, directory=str(repo.path))) as url:
         ota = OtaConfig(enabled=True, repository_url=url, trusted_root=repo.path / "root.json")
         file_url = (
             f"{url}/targets/{path.rsplit('/', 1)[0]}/{target.hashes['sha256']}.{path.rsplit('/', 1)[1]}"
