@@ -32,6 +32,7 @@ import numpy as np
 import psutil
 
 from device.dedupe import Deduplicator
+from device.wire import ObjectMessage
 from pricing.bench import machine
 from pricing.bench_fuzz_rig import AttackPlan, Client, Honest, attacker, pin, write_bench_catalog
 from rigs.broker import local_broker
@@ -91,10 +92,17 @@ def bench_fuzz(attacks: int, sparse: int, rate: float, as_json: bool, blocks: in
 
 
 def run_fuzz(attacks: int, sparse: int, rate: float, blocks: int = BLOCKS) -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix="bench-fuzz-"))
-    honest_message = write_bench_catalog(workdir / "catalog.sqlite")
+    with tempfile.TemporaryDirectory(prefix="bench-fuzz-") as folder:
+        catalog = Path(folder) / "catalog.sqlite"
+        honest_message = write_bench_catalog(catalog)
+        return _attack(catalog, honest_message, (attacks, sparse, rate, blocks))
+
+
+def _attack(
+    catalog: Path, honest_message: ObjectMessage, sizes: tuple[int, int, float, int]
+) -> dict[str, Any]:
     with local_broker() as port:
-        service = _start_service(workdir / "catalog.sqlite", port)
+        service = _start_service(catalog, port)
         try:
             pin(service.pid, service_side=True)
             pin(0, service_side=False)
@@ -102,7 +110,6 @@ def run_fuzz(attacks: int, sparse: int, rate: float, blocks: int = BLOCKS) -> di
             watch.received.get(timeout=60)  # the service is up and publishing
             honest = Honest(port, honest_message)
             try:
-                sizes = (attacks, sparse, rate, blocks)
                 return _measure(port, psutil.Process(service.pid), honest, watch, sizes)
             finally:
                 honest.client.close()

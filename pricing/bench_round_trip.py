@@ -57,8 +57,8 @@ def quote_round_trip(
     vectors: Int8Matrix, index: NeighbourIndex, queries: Int8Matrix, samples: int = 200
 ) -> dict[str, Any]:
     catalog = in_memory_catalog(vectors)
-    folder = Path(tempfile.mkdtemp(prefix="bench-trip-"))
-    with local_broker() as port:
+    with local_broker() as port, tempfile.TemporaryDirectory(prefix="bench-trip-") as scratch:
+        folder = Path(scratch)
         config = ServiceConfig(port=port, catalog=folder / "unused.sqlite", index=index.kind)
         service = PricingService(config, Pricer(catalog, config, index))
         stop, ready = threading.Event(), threading.Event()
@@ -86,6 +86,7 @@ def quote_round_trip(
             statuses.append(str(json.loads(reply.payload).get("status")))
             time.sleep(0.02)  # objects arrive a few per second, not back to back
         link.stop()
+        outbox.close()
         stop.set()
         thread.join(5)
     return {

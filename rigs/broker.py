@@ -36,21 +36,22 @@ def local_broker() -> Iterator[int]:
     """Start mosquitto, yield its port, stop it."""
     binary = mosquitto_binary()
     port = free_port()
-    config = Path(tempfile.mkdtemp(prefix="appliance-broker-")) / "mosquitto.conf"
-    # max_inflight / max_queued raised so the broker, not its defaults, is what the benchmark measures.
-    config.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_inflight_messages 0\nmax_queued_messages 0\nset_tcp_nodelay true\n"
-    )
-    process = subprocess.Popen(
-        [binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_for_port(port, process)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(5)
+    with tempfile.TemporaryDirectory(prefix="appliance-broker-") as folder:
+        config = Path(folder) / "mosquitto.conf"
+        # max_inflight / max_queued raised so the broker, not its defaults, is what a benchmark measures.
+        config.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "max_inflight_messages 0\nmax_queued_messages 0\nset_tcp_nodelay true\n"
+        )
+        process = subprocess.Popen(
+            [binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            wait_for_port(port, process)
+            yield port
+        finally:
+            process.terminate()
+            process.wait(5)
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:

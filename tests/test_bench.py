@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +35,22 @@ CPU = {"APPLIANCE_RUNTIME__DEVICE": "cpu"}
 
 def bench_report(command: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     """`python COMMAND --json`: its report, which it printed whether its budgets were met (exit 0) or
-    not (exit 1: on a loaded CI machine they may not be; the figures are judged in docs/benchmarks.md)."""
-    result = subprocess.run(
-        [sys.executable, *command, "--json"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}, **(env or {})},
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode in (0, 1), result.stderr
+    not (exit 1: on a loaded CI machine they may not be; the figures are judged in docs/benchmarks.md).
+    The benchmark gets a TMPDIR of its own, which must be empty when it ends: a benchmark run on a
+    device must not fill its /tmp (bench ota alone writes about 90 MB there)."""
+    with tempfile.TemporaryDirectory(prefix="bench-tmp-") as scratch:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+        result = subprocess.run(
+            [sys.executable, *command, "--json"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**environ, **(env or {}), "TMPDIR": scratch},
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode in (0, 1), result.stderr
+        assert sorted(p.name for p in Path(scratch).iterdir()) == [], f"{command} left files in its TMPDIR"
     report: dict[str, Any] = json.loads(result.stdout)
     return report
 

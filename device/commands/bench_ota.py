@@ -76,7 +76,14 @@ class _Quiet(SimpleHTTPRequestHandler):
 
 def bench_ota(rounds: int, as_json: bool) -> int:
     load = LoadSpan()
-    work = Path(tempfile.mkdtemp(prefix="appliance-bench-ota-"))
+    # Every download and state of the run (about 90 MB) goes in here, and is gone after.
+    with tempfile.TemporaryDirectory(prefix="appliance-bench-ota-") as folder:
+        results = _measure(Path(folder), rounds)
+    results["machine_load"] = load.report()
+    return report_out({"machine": machine(), **results, "checks": ota_checks(results)}, as_json)
+
+
+def _measure(work: Path, rounds: int) -> dict[str, Any]:
     repo = Repository(work / "repo", work / "keys")
     repo.init()
     photos = [DEMO / "coffee.png", DEMO / "chelsea.png"]
@@ -94,7 +101,7 @@ def bench_ota(rounds: int, as_json: bool) -> int:
     size = target.length
     overhead = (verified - plain) / (size / 1e6)
     runs = swap_runs(SWAP_RUNS)
-    results = {
+    return {
         "target_bytes": size,
         "plain_get": {"ms": plain, "mb_per_s": round(size / plain / 1e3, 1)},
         "verified_download": {"ms": verified, "mb_per_s": round(size / verified / 1e3, 1)},
@@ -102,9 +109,7 @@ def bench_ota(rounds: int, as_json: bool) -> int:
         "whole_check_ms": checks_ms,
         "process_ms": processes,
         "frame_gap_ms": gap_figures(runs[True], runs[False]),
-        "machine_load": load.report(),
     }
-    return report_out({"machine": machine(), **results, "checks": ota_checks(results)}, as_json)
 
 
 def ota_checks(results: dict[str, Any]) -> list[dict[str, Any]]:

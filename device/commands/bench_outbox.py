@@ -7,10 +7,8 @@
 
 from __future__ import annotations
 
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +16,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from device.clock import SystemClock
-from device.commands.bench_support import machine
+from device.commands.bench_support import machine, scratch_outbox
 from device.config import MqttConfig, OutboxConfig
 from device.link.drain import Drainer
 from device.link.mqtt import Link
@@ -138,18 +136,17 @@ def _durable(
     port: int, template: ObjectMessage, count: int, config: OutboxConfig, sync: str
 ) -> dict[str, Any]:
     config = config.model_copy(update={"synchronous": sync})
-    outbox = Outbox(Path(tempfile.mkdtemp(prefix="bench-outbox-")) / "outbox.sqlite", config, SystemClock())
-    link = _link(port, outbox, config)
-    link.start()
-    _wait_connected(link)
-    start = time.perf_counter()
-    for _ in range(count):
-        outbox.add(template)
-    _wait_drained(outbox, 300)
-    seconds = time.perf_counter() - start
-    p50, p99 = outbox.enqueue_ms.get(50), outbox.enqueue_ms.get(99)
-    link.stop()
-    outbox.close()
+    with scratch_outbox(config, "bench-outbox-") as outbox:
+        link = _link(port, outbox, config)
+        link.start()
+        _wait_connected(link)
+        start = time.perf_counter()
+        for _ in range(count):
+            outbox.add(template)
+        _wait_drained(outbox, 300)
+        seconds = time.perf_counter() - start
+        p50, p99 = outbox.enqueue_ms.get(50), outbox.enqueue_ms.get(99)
+        link.stop()
     return {
         "synchronous": sync,
         "messages": count,
@@ -161,19 +158,18 @@ def _durable(
 
 
 def _backlog(port: int, template: ObjectMessage, count: int, config: OutboxConfig) -> dict[str, Any]:
-    outbox = Outbox(Path(tempfile.mkdtemp(prefix="bench-backlog-")) / "outbox.sqlite", config, SystemClock())
-    filled = time.perf_counter()
-    for _ in range(count):
-        outbox.add(template)
-    fill_seconds = time.perf_counter() - filled
-    link = _link(port, outbox, config)
-    start = time.perf_counter()
-    link.start()
-    _wait_drained(outbox, 600)
-    seconds = time.perf_counter() - start
-    left = outbox.stats().depth
-    link.stop()
-    outbox.close()
+    with scratch_outbox(config, "bench-backlog-") as outbox:
+        filled = time.perf_counter()
+        for _ in range(count):
+            outbox.add(template)
+        fill_seconds = time.perf_counter() - filled
+        link = _link(port, outbox, config)
+        start = time.perf_counter()
+        link.start()
+        _wait_drained(outbox, 600)
+        seconds = time.perf_counter() - start
+        left = outbox.stats().depth
+        link.stop()
     return {
         "messages": count,
         "fill_seconds": round(fill_seconds, 2),
@@ -225,24 +221,22 @@ def _enqueue_side_by_side(
 ) -> dict[str, Any]:
     """The frame thread's hand-off (one add_many per frame) in one run: alone, then while the drainer
     sends a backlog as fast as it can (drain_rate_per_s = 1e9) on the same process and GIL."""
-    outbox = Outbox(Path(tempfile.mkdtemp(prefix="bench-side-")) / "outbox.sqlite", config, SystemClock())
-    alone = _phase(outbox, template, batched=True, frames=frames)
-    # Enough backlog that the drainer is still busy when the timed frames end (about 17k msg/s here):
-    # 100,000 messages for 1500 frames a phase.
-    for _ in range(max(1, 10_000 * frames // SIDE_BY_SIDE_FRAMES)):
-        outbox.add_many([template] * 10)
-    link = _link(port, outbox, config)
-    link.start()
-    _wait_connected(link)
-    acked = link.drainer.stats.acked
-    draining = _phase(outbox, template, batched=True, frames=frames)
-    one_by_one = _phase(
-        outbox, template, batched=False, frames=frames
-    )  # `add` per object, as the pipeline hands off
-    busy = outbox.stats().depth > 0  # the drainer never ran out of work while the frames were timed
-    sent = link.drainer.stats.acked - acked
-    link.stop()
-    outbox.close()
+    with scratch_outbox(config, "bench-side-") as outbox:
+        alone = _phase(outbox, template, batched=True, frames=frames)
+        # Enough backlog that the drainer is still busy when the timed frames end (about 17k msg/s here):
+        # 100,000 messages for 1500 frames a phase.
+        for _ in range(max(1, 10_000 * frames // SIDE_BY_SIDE_FRAMES)):
+            outbox.add_many([template] * 10)
+        link = _link(port, outbox, config)
+        link.start()
+        _wait_connected(link)
+        acked = link.drainer.stats.acked
+        draining = _phase(outbox, template, batched=True, frames=frames)
+        # `add` per object, as the pipeline hands off
+        one_by_one = _phase(outbox, template, batched=False, frames=frames)
+        busy = outbox.stats().depth > 0  # the drainer never ran out of work while the frames were timed
+        sent = link.drainer.stats.acked - acked
+        link.stop()
     return {
         "objects_per_frame": OBJECTS_PER_FRAME,
         "frames": frames,

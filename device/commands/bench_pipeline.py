@@ -14,6 +14,7 @@ than the bare invokes it contains.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import time
@@ -151,21 +152,20 @@ def _reference_pass(
 ) -> tuple[list[int], list[tuple[Image, ObjectMessage]], list[tuple[Frame, list[Track]]]]:
     """Embeddings per frame, each published message with the frame it came from, and each frame with
     its tracks (what the live page shows)."""
-    outbox = scratch_outbox(ctx.config.outbox)
-    sent: list[ObjectMessage] = []
+    with scratch_outbox(ctx.config.outbox) as outbox:
+        sent: list[ObjectMessage] = []
 
-    def sink(message: ObjectMessage) -> ObjectMessage | None:
-        sent.append(message)
-        return outbox.add(message)
+        def sink(message: ObjectMessage) -> ObjectMessage | None:
+            sent.append(message)
+            return outbox.add(message)
 
-    pipeline = _pipeline(ctx, detector, embedder, 1, outbox, sink=sink)
-    embeds, published, pairs = [], [], []
-    for frame in frames:
-        before = len(sent)
-        pairs.append((frame, pipeline.process(Frame(frame.image, time.time(), frame.index))))
-        embeds.append(len(sent) - before)
-        published += [(frame.image, message) for message in sent[before:]]
-    outbox.close()
+        pipeline = _pipeline(ctx, detector, embedder, 1, outbox, sink=sink)
+        embeds, published, pairs = [], [], []
+        for frame in frames:
+            before = len(sent)
+            pairs.append((frame, pipeline.process(Frame(frame.image, time.time(), frame.index))))
+            embeds.append(len(sent) - before)
+            published += [(frame.image, message) for message in sent[before:]]
     return embeds, published, pairs
 
 
@@ -180,7 +180,8 @@ class _Side:
         detect_every: int,
         rig: LiveRig | None = None,
     ) -> None:
-        self.outbox = scratch_outbox(ctx.config.outbox)
+        self._scratch = contextlib.ExitStack()
+        self.outbox = self._scratch.enter_context(scratch_outbox(ctx.config.outbox))
         self.pipeline = _pipeline(ctx, detector, embedder, detect_every, self.outbox)
         self.host_ms: list[float] = []
         self.rig = rig  # the frame path hands the live view each frame, as the daemon's does
@@ -199,7 +200,7 @@ class _Side:
         return time.perf_counter() - start
 
     def close(self) -> list[float]:
-        self.outbox.close()
+        self._scratch.close()
         return self.pipeline.latency_ms.samples()
 
 

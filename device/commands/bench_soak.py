@@ -24,8 +24,8 @@ SAMPLE_S = 5.0
 
 
 def soak(seconds: float) -> dict[str, Any]:
-    with local_broker() as port:
-        state = Path(tempfile.mkdtemp(prefix="appliance-soak-"))
+    with local_broker() as port, tempfile.TemporaryDirectory(prefix="appliance-soak-") as folder:
+        state = Path(folder)
         env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
         env.update(
             {

@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +26,16 @@ from rigs.report import machine_basics
 DEMO = Path(__file__).resolve().parents[2] / "demo"
 
 
-def scratch_outbox(config: OutboxConfig) -> Outbox:
-    """A real outbox in a throw-away directory (on the same disk as /tmp)."""
-    return Outbox(Path(tempfile.mkdtemp(prefix="appliance-bench-")) / "outbox.sqlite", config, SystemClock())
+@contextmanager
+def scratch_outbox(config: OutboxConfig, prefix: str = "appliance-bench-") -> Iterator[Outbox]:
+    """A real outbox in a throw-away directory (on the same disk as /tmp), closed and removed after:
+    a benchmark run on a device must not leave its databases behind in /tmp."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+        outbox = Outbox(Path(folder) / "outbox.sqlite", config, SystemClock())
+        try:
+            yield outbox
+        finally:
+            outbox.close()
 
 
 def machine() -> dict[str, Any]:

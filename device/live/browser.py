@@ -75,6 +75,9 @@ class Chromium:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Its singleton socket folder goes in TMPDIR and is left there when the browser is ended
+            # by a signal: inside the profile, it goes with the profile.
+            env={**os.environ, "TMPDIR": self._profile.name},
             start_new_session=True,  # its own process group: its renderers and helpers end with it
         )
         self._loop = asyncio.new_event_loop()
