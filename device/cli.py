@@ -118,6 +118,7 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     ota = bench_sub.add_parser("ota", help="verified download vs plain GET; a whole check; swap frame gap")
     ota.add_argument("--json", action="store_true")
     ota.add_argument("--rounds", type=int, default=6)
+    ota.add_argument("--swap-frames", type=int, default=90, help="frames per swap run, at 15 fps (>= 30)")
     pipeline = bench_sub.add_parser(
         "pipeline", help="pipeline fps against the bare interpreters, side by side"
     )
@@ -228,7 +229,7 @@ def _dispatch_standalone_bench(args: argparse.Namespace) -> int:
     if args.bench_command == "ota":
         from device.commands.bench_ota import bench_ota
 
-        return bench_ota(args.rounds, args.json)
+        return bench_ota(args.rounds, args.json, args.swap_frames)
     if args.bench_command == "thermal":
         from device.commands.bench_thermal import bench_thermal
 

@@ -47,6 +47,7 @@ from device.config import (
     RuntimeConfig,
     TrackerConfig,
 )
+from device.errors import UsageError
 from device.ota import remote
 from device.ota.engine import Engine
 from device.pace import PaceController
@@ -67,6 +68,8 @@ DETECT_EVERY = 3
 NOOP_BUDGET_S = 0.3
 THREADS = RuntimeConfig().num_threads
 SWAP_RUNS = 3  # of each kind: 6 runs of 6 s keep the whole bench near a minute
+SWAP_FRAMES = 90  # 6 s at 15 fps; the swap starts loading 1 s in
+MIN_SWAP_FRAMES = 30
 
 
 class _Quiet(SimpleHTTPRequestHandler):
@@ -74,16 +77,21 @@ class _Quiet(SimpleHTTPRequestHandler):
         pass
 
 
-def bench_ota(rounds: int, as_json: bool) -> int:
+def bench_ota(rounds: int, as_json: bool, swap_frames: int = SWAP_FRAMES) -> int:
+    if swap_frames < MIN_SWAP_FRAMES:
+        raise UsageError(
+            f"--swap-frames {swap_frames}: at least {MIN_SWAP_FRAMES}, so that the swap, which starts "
+            "loading 1 s in, lands inside the run"
+        )
     load = LoadSpan()
     # Every download and state of the run (about 90 MB) goes in here, and is gone after.
     with tempfile.TemporaryDirectory(prefix="appliance-bench-ota-") as folder:
-        results = _measure(Path(folder), rounds)
+        results = _measure(Path(folder), rounds, swap_frames)
     results["machine_load"] = load.report()
     return report_out({"machine": machine(), **results, "checks": ota_checks(results)}, as_json)
 
 
-def _measure(work: Path, rounds: int) -> dict[str, Any]:
+def _measure(work: Path, rounds: int, swap_frames: int) -> dict[str, Any]:
     repo = Repository(work / "repo", work / "keys")
     repo.init()
     photos = [DEMO / "coffee.png", DEMO / "chelsea.png"]
@@ -100,7 +108,7 @@ def _measure(work: Path, rounds: int) -> dict[str, Any]:
         processes = process_ms(url, repo.path / "root.json", work, rounds)
     size = target.length
     overhead = (verified - plain) / (size / 1e6)
-    runs = swap_runs(SWAP_RUNS)
+    runs = swap_runs(SWAP_RUNS, swap_frames)
     return {
         "target_bytes": size,
         "plain_get": {"ms": plain, "mb_per_s": round(size / plain / 1e3, 1)},
@@ -248,18 +256,18 @@ def gap_figures(with_swap: list[list[float]], without_swap: list[list[float]]) -
     }
 
 
-def swap_runs(runs: int) -> dict[bool, list[list[float]]]:
-    """`runs` runs with a swap and as many without, in turns (the order alternating) so that a busy
-    spell on the machine falls on both kinds alike."""
+def swap_runs(runs: int, frames: int = SWAP_FRAMES) -> dict[bool, list[list[float]]]:
+    """`runs` runs of `frames` frames with a swap and as many without, in turns (the order alternating)
+    so that a busy spell on the machine falls on both kinds alike."""
     out: dict[bool, list[list[float]]] = {True: [], False: []}
     for i in range(runs):
         for swap in (True, False) if i % 2 == 0 else (False, True):
-            out[swap].append(frame_gaps_ms(swap))
+            out[swap].append(frame_gaps_ms(swap, frames))
     return out
 
 
 def frame_gaps_ms(
-    swap: bool, frames: int = 90, names: ModelsConfig | None = None, threads: int = THREADS
+    swap: bool, frames: int = SWAP_FRAMES, names: ModelsConfig | None = None, threads: int = THREADS
 ) -> list[float]:
     """The gaps (ms) between processed frames at 15 fps (the default models and threads unless given);
     with `swap`, both models are reloaded on another thread a second in and swapped in between frames."""
