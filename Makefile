@@ -32,11 +32,14 @@ install: $(STAMP)
 # An isolated venv by default, so a machine's own site-packages cannot mask a missing dependency. On a
 # Pi, `make VENV_FLAGS=--system-site-packages` lets the venv see picamera2 and libcamera from apt
 # (deploy/provision.sh does this for devices).
+# The packages go in with uv (from PyPI, as with pip), which installs and byte-compiles them in
+# parallel: 8 s here where pip takes 18 s of a fresh clone's `make test`. pip does it if uv fails.
 VENV_FLAGS ?=
 $(STAMP): pyproject.toml | system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,models]'
+	$(BIN)/python -m pip install --quiet --upgrade pip 'uv>=0.13,<0.14'
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -e '.[dev,models]' \
+		|| { echo "uv failed; installing with pip"; $(BIN)/python -m pip install --quiet -e '.[dev,models]'; }
 	touch $(STAMP)
 
 lint: install
