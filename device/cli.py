@@ -108,6 +108,9 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     models = bench_sub.add_parser("models", help="per-model invoke, preprocess and decode latency")
     models.add_argument("--json", action="store_true")
     models.add_argument("--iterations", type=int, default=100)
+    models.add_argument(
+        "--models", type=lambda text: text.split(","), help="model ids, comma-separated (default: all)"
+    )
     thermal = bench_sub.add_parser("thermal", help="the governor against a simulated Pi 4, one hour")
     thermal.add_argument("--json", action="store_true")
     thermal.add_argument("--trace", type=Path, help="CSV seconds,ambient_c to run as an extra scenario")
@@ -217,7 +220,7 @@ def _dispatch_model_bench(ctx: Context, args: argparse.Namespace) -> int:
         return bench_pipeline(ctx, args.frames, args.soak_seconds, args.json)
     from device.commands.bench_models import bench_models
 
-    return bench_models(ctx, args.iterations, args.json)
+    return bench_models(ctx, args.iterations, args.json, args.models)
 
 
 def _dispatch_standalone_bench(args: argparse.Namespace) -> int:

@@ -32,14 +32,17 @@ THREADS = (1, 2)
 SSD_OVERHEAD_BUDGET = 0.15
 
 
-def bench_models(ctx: Context, iterations: int, as_json: bool) -> int:
+def bench_models(ctx: Context, iterations: int, as_json: bool, models: list[str] | None = None) -> int:
+    """Every model in the manifest, or only `models` (ids; an unknown one is a ModelError naming the
+    known ones, before anything is measured)."""
     load = LoadSpan()
+    entries = [ctx.manifest.get(m) for m in models] if models else list(ctx.manifest.entries)
     frame = cv2.resize(read_image(SAMPLE), (640, 480), interpolation=cv2.INTER_LINEAR)
     rows = []
     for threads in THREADS:
         runtime = ctx.config.runtime.model_copy(update={"num_threads": threads})
         factory = InterpreterFactory(runtime)
-        for entry in ctx.manifest.entries:
+        for entry in entries:
             run = _runner(ctx, factory, entry.id, frame)
             rows.append({"model": entry.id, "threads": threads, **_measure(run, iterations)})
     checks = _checks(rows)
