@@ -58,9 +58,13 @@ def bench_report(command: list[str], env: dict[str, str] | None = None) -> dict[
 
 @pytest.mark.heavy
 def test_bench_models_reports_each_model_and_thread_count() -> None:
-    report = bench_report(["-m", "device", "bench", "models", "--iterations", "3"], CPU)
-    pairs = {(r["model"], r["threads"]) for r in report["results"]}
-    assert ("ssdlite-person-int8", 1) in pairs and ("efficientnet-lite0-int8", 2) in pairs
+    # Two of the manifest's eight models: the one with a budget, and an embedder.
+    models = ["ssdlite-person-int8", "efficientnet-lite0-int8"]
+    report = bench_report(
+        ["-m", "device", "bench", "models", "--iterations", "3", "--models", ",".join(models)], CPU
+    )
+    pairs = [(r["model"], r["threads"]) for r in report["results"]]
+    assert pairs == [(m, threads) for threads in (1, 2) for m in models]
     for row in report["results"]:
         assert row["invoke_ms"]["median"] > 0 and row["invoke_ms"]["p90"] >= row["invoke_ms"]["median"]
         assert row["preprocess_ms"]["median"] > 0 and row["decode_ms"]["median"] >= 0
@@ -88,7 +92,7 @@ def test_bench_pipeline_reports_every_figure() -> None:
 
 @pytest.mark.heavy
 def test_bench_loop_reports_the_frame_loop_figures() -> None:
-    report = bench_report(["-m", "device", "bench", "loop", "--seconds", "8"], CPU)
+    report = bench_report(["-m", "device", "bench", "loop", "--seconds", "4"], CPU)
     figures = report["non_inference_ms"]
     assert report["frames"] > 0
     assert 0 < figures["p50"] <= figures["p90"] <= figures["p99"] <= figures["max"]
@@ -153,6 +157,12 @@ def test_bench_ota_reports_download_check_and_swap_figures() -> None:
     processes = report["process_ms"]  # whole processes, side by side in one run
     assert 0 < processes["python_startup"] < processes["noop_check"] < processes["full_check"]
     assert processes["noop_over_startup"] > 1
+
+
+def test_bench_models_refuses_a_model_the_manifest_does_not_have_and_names_the_known_ones() -> None:
+    result = appliance("bench", "models", "--models", "ssdlite-person-int8,ssdlite-persn-int8", env=CPU)
+    assert result.returncode == 65 and result.stdout == ""
+    assert "'ssdlite-persn-int8' is not in" in result.stderr and "efficientnet-lite0-int8" in result.stderr
 
 
 def test_bench_ota_refuses_runs_too_short_for_the_swap_to_land() -> None:
