@@ -16,7 +16,7 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from device import __version__
 from device.backoff import Backoff
@@ -33,7 +33,6 @@ from device.link.homeassistant import Discovery, hardware_model
 from device.link.mqtt import Incoming, Link
 from device.link.outbox import Outbox
 from device.link.topics import Topics
-from device.live.server import Actions, LiveServer
 from device.notify import Notifier
 from device.ota.agent import Agent
 from device.ota.engine import Engine
@@ -49,6 +48,9 @@ from device.vision.models import make_detector
 from device.vision.runtime import InterpreterFactory, LoadedModel
 from device.vision.tracker import Tracker
 from device.wire import ObjectMessage
+
+if TYPE_CHECKING:
+    from device.live.server import LiveServer
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +152,16 @@ class App:
         self.telemetry = Telemetry(
             config.device_id, self.clock, self.pipeline, self.grabber, self.link, self.governor, self._ota
         )
+        self.live = self._live_view() if config.http.enabled else None
+
+    def _live_view(self) -> LiveServer:
+        # Imported here: its web stack (aiohttp) costs a daemon that runs without the live view about
+        # 0.1 CPU-s of start-up on this machine, for nothing.
+        from device.live.server import Actions, LiveServer  # noqa: PLC0415 - see above
+
         # The page's operator actions go through the same Control as cmd/<name> from the broker.
         actions = Actions(self._status, self._operator_command, lambda: self.pace.current().to_dict())
-        self.live = LiveServer(config.http, actions) if config.http.enabled else None
+        return LiveServer(self.config.http, actions)
 
     def _load_model(self, kind: str) -> LoadedModel:
         """An activated release that no longer loads is rolled back: the device never runs a broken
