@@ -15,6 +15,8 @@
 - Rigs, the pricing service and the rest of the firmware do not import device.commands; shared rigs
   are in `rigs`.
 - A no-op `appliance ota check` imports neither numpy, OpenCV nor LiteRT (issue 12: start-up time).
+- The daemon starts without python-tuf (issue 16: start-up time): the engine imports the check, and
+  with it tuf, when a check runs.
 """
 
 from __future__ import annotations
@@ -177,10 +179,37 @@ def test_a_no_op_ota_check_imports_no_numpy_opencv_or_litert(tmp_path: Path) -> 
         )
     assert run.returncode == 0, run.stderr[-2000:]
     assert [o["outcome"] for o in json.loads(run.stdout)] == ["up_to_date"]
-    imported = {
-        line.rsplit("|", 1)[1].strip().split(".")[0]
-        for line in run.stderr.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
+    imported = top_level_packages(run.stderr)
     assert "device" in imported  # the listing is there at all
     assert sorted(imported & set(HEAVY)) == []
+
+
+def top_level_packages(importtime: str) -> set[str]:
+    """The top-level packages in `-X importtime` output (stderr): every module the process imported."""
+    return {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in importtime.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+
+
+TUF = ("tuf", "securesystemslib")
+
+
+@pytest.mark.parametrize("module", ["device.app", "device.ota.engine"])
+def test_the_daemon_starts_without_python_tuf(module: str) -> None:
+    """The test suite starts dozens of daemons, and a Pi imports 5-10 times slower than a PC: python-tuf
+    and its signing libraries (about 0.1 s here) are imported when a check runs, on the OTA thread, not
+    by every daemon at start-up (one with OTA off never checks)."""
+    run = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", f"import {module}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    imported = top_level_packages(run.stderr)
+    assert "device" in imported  # the listing is there at all
+    assert sorted(imported & set(TUF)) == []

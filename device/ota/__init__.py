@@ -8,5 +8,6 @@ The flow, one file per step (docs/ota.md has the operator's view):
 - `validate.py`, `vectors.py`: the model loads, fits its adapter and gives the expected outputs;
 - `slots.py`: current and previous slots, swapped atomically;
 - `journal.py`: what was done, so that a kill -9 at any step ends in the old or the new model;
-- `engine.py`: one check, end to end; `health.py` and `agent.py`: the daemon's side.
+- `engine.py`: slots, journal and locks, rollback, pin, verdicts; `check.py`: one check, end to end
+  (the only part that imports python-tuf, when a check runs); `health.py` and `agent.py`: the daemon's side.
 """

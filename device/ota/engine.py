@@ -1,13 +1,14 @@
-"""One update check, end to end: refresh the signed metadata, choose, download, validate, stage, activate.
+"""The update engine: the slots, the journal and the locks, and what is done to them: a check (in
+device/ota/check.py), a rollback, a pin, a health-window verdict, the daemon's start-up recovery.
 
 Used by the daemon's agent (on its interval, a fleet notice or `cmd/ota-check`) and by `appliance ota`.
 Two file locks: the check lock, held for a whole check (one check at a time: they share the staging
 folder), and the update lock, held only while the slots and the journal change, never over the network
-or a validation (`_unlocked`), so an operator's rollback or pin and a health-window verdict never wait
+or a validation (`unlocked`), so an operator's rollback or pin and a health-window verdict never wait
 for a check, however slow its repository. A check that finds the slots, pins or refusals changed when it
-comes to activate (`_basis`) activates nothing: the operator's decision stands and the next check
-decides again. Every step is written to the journal before it starts; `recover()` cleans up after a
-step that a crash interrupted.
+comes to activate activates nothing: the operator's decision stands and the next check decides again.
+Every step is written to the journal before it starts; `recover()` cleans up after a step that a crash
+interrupted.
 """
 
 from __future__ import annotations
@@ -18,43 +19,30 @@ import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
-
-from tuf.ngclient import Updater
 
 from device import __version__
 from device.clock import Clock, SystemClock
 from device.config import Config
-from device.errors import (
-    ModelError,
-    RegistryUnavailableError,
-    ReleaseInvalidError,
-    UpdateBusyError,
-    UpdateError,
-)
-from device.ota import faults, remote
-from device.ota.fetcher import Progress
-from device.ota.index import Listing, read_index
-from device.ota.journal import Health, Invalid, Journal, Outcome
+from device.errors import ModelError, UpdateBusyError, UpdateError
+from device.ota.journal import Journal, Outcome
 from device.ota.locks import WAIT_S as LOCK_WAIT_S
 from device.ota.locks import FileLock
-from device.ota.release import version_key
-from device.ota.select import Blocked, Device, Wanted, choose
-from device.ota.slots import Slots, entries_for, write_manifest
+from device.ota.select import Device
+from device.ota.slots import Slots
 from device.vision.manifest import Manifest
 
 if TYPE_CHECKING:
-    # Validation and LiteRT (with numpy and OpenCV) are imported when a release is taken or a model is
-    # loaded: a check that finds nothing new needs neither (docs/benchmarks.md, "Model updates").
+    # Only for annotations. The index and the fetcher are the network part, with python-tuf: imported
+    # when a check runs (`check`). Validation and LiteRT (with numpy and OpenCV) are imported when a
+    # release is taken or a model is loaded: a check that finds nothing new needs neither
+    # (docs/benchmarks.md, "Model updates").
+    from device.ota.fetcher import Progress
+    from device.ota.index import Listing
     from device.ota.validate import Validated
     from device.vision.runtime import InterpreterFactory, LoadedModel
 
 log = logging.getLogger(__name__)
-
-
-class _Superseded(Exception):  # noqa: N818 (control flow inside the engine, never raised out of it)
-    """What a check decided on changed while it downloaded and validated: it activates nothing."""
 
 
 @dataclass
@@ -116,7 +104,7 @@ class Engine:
         return self._check_lock.held()
 
     @contextmanager
-    def _unlocked(self) -> Iterator[None]:
+    def unlocked(self) -> Iterator[None]:
         """Inside `locked()`: let others change slots and journal while this thread waits on the
         network or a validation. What this process changed is written first; what others changed is
         read back after."""
@@ -126,18 +114,6 @@ class Engine:
                 yield
         finally:
             self.journal.reload()
-
-    def _basis(self, kind: str) -> tuple[object, ...]:
-        """What a check decided on: if any of it changes before the check activates, it does not."""
-        state = self.journal.state
-        health = state.health.get(kind)
-        return (
-            self.slots.current(kind),
-            self.slots.previous(kind),
-            state.pins.get(kind),
-            frozenset(state.refused),
-            None if health is None else health.version,
-        )
 
     def recover(self, clean_staging: bool = True) -> None:
         """After a crash: forget an interrupted step, delete unverified downloads (keeping partial ones,
@@ -233,222 +209,15 @@ class Engine:
 
     # -- the check -----------------------------------------------------------------------------
     def check(self, running: bool = False) -> tuple[list[Outcome], list[Activation]]:
-        """One check for every kind. `running`: the daemon runs the health window right away."""
-        outcomes: list[Outcome] = []
-        activations: list[Activation] = []
-        # The check lock fails at once (a check runs for minutes); the update lock is held for moments
-        # (a rollback, a verdict, the daemon following a slot): wait them out, as everyone else does.
-        with self.checking(), self.locked(self.lock_wait_s):
-            self.recover()
-            self.journal.begin_check()
-            try:
-                with self._unlocked():
-                    updater = self._refresh()
-                    listing = read_index(updater, self.staging, self.ota.max_target_bytes)
-            except UpdateBusyError:  # the lock was not taken back: postponed, and nothing may be written
-                raise
-            except (UpdateError, RegistryUnavailableError) as exc:
-                # Recorded here, so `appliance ota status` shows it as the daemon's status does.
-                failed = "unavailable" if isinstance(exc, RegistryUnavailableError) else "rejected"
-                self.journal.record(Outcome(outcome=failed, reason=str(exc), at=self.clock.time()))
-                raise
-            outcomes.extend(self._bad_entries(listing))
-            for kind in self.ota.kinds:
-                outcome, activation = self._check_kind(updater, listing, kind, running)
-                outcomes.append(outcome)
-                if activation is not None:
-                    activations.append(activation)
-            self.journal.save()
-        return outcomes, activations
+        """One check for every kind (device/ota/check.py). `running`: the daemon runs the health window
+        of what it activates right away."""
+        # Imported here, not at the top: the check is the only part of the engine that talks to the
+        # repository, and python-tuf with its signing libraries costs ~0.1 s of imports (5-10 times
+        # that on a Pi). A daemon with OTA off never checks, one with it on checks later on its OTA
+        # thread: neither should pay for tuf at start-up (tests/test_imports.py holds this).
+        from device.ota.check import Check  # noqa: PLC0415
 
-    def _refresh(self) -> Updater:
-        return remote.refresh(self.ota, self.root / "metadata", self.staging, self.progress)
-
-    def _bad_entries(self, listing: Listing) -> list[Outcome]:
-        """Index entries that are not releases: each is recorded (and returned) the first time it is
-        seen, then only listed in the status while the index still holds it."""
-        new = []
-        for digest, problem in listing.problems.items():
-            if digest not in self.journal.state.bad_entries:
-                log.error("OTA: %s", problem.reason)
-                new.append(
-                    Outcome(
-                        outcome="rejected",
-                        kind=problem.kind,
-                        version=problem.version,
-                        reason=problem.reason,
-                        at=self.clock.time(),
-                    )
-                )
-                self.journal.record(new[-1])
-        self.journal.state.bad_entries = {d: p.reason for d, p in listing.problems.items()}
-        listed = set(listing.fingerprints.values())
-        self.journal.state.invalid = {d: i for d, i in self.journal.state.invalid.items() if d in listed}
-        return new
-
-    def _check_kind(
-        self, updater: Updater, listing: Listing, kind: str, running: bool
-    ) -> tuple[Outcome, Activation | None]:
-        _, model_id, active = self.active(kind)
-        releases = listing.releases
-        halted = [
-            r
-            for r in releases.values()
-            if r.kind == kind and r.model_id == model_id and r.version == active and r.halted
-        ]
-        if halted and self.slots.current(kind) is not None:
-            return self.rollback(kind, f"release {halted[0].key} was halted: {halted[0].halt_reason}"), None
-        device = self.device(kind, listing)
-        wanted = choose(releases, kind, device)
-        if isinstance(wanted, Blocked):
-            log.error("OTA: %s", wanted.reason)
-            version = device.pinned or ""
-            blocked = Outcome(
-                outcome="rejected", kind=kind, version=version, reason=wanted.reason, at=self.clock.time()
-            )
-            self.journal.record(blocked)
-            return blocked, None
-        held = self._held(listing, kind, device, wanted, active)
-        if held is not None:
-            return held, None
-        assert wanted is not None  # _held returns an outcome when there is nothing to take
-        return self._take_and_activate(updater, listing, wanted, running)
-
-    def _held(
-        self, listing: Listing, kind: str, device: Device, wanted: Wanted | None, active: str
-    ) -> Outcome | None:
-        """Why `wanted` is not taken now (not journaled: `last_check` says the check happened), or None."""
-        now = self.clock.time()
-        if wanted is None or wanted.release.version == active:
-            skipped = self._skipped(listing, kind, device)
-            return Outcome(outcome="up_to_date", kind=kind, version=active, reason=skipped, at=now)
-        if kind in self.journal.state.health:
-            return Outcome(
-                outcome="waiting", kind=kind, version=active, reason="a health window is open", at=now
-            )
-        if device.pinned is None and version_key(wanted.release.version) < version_key(active):
-            return Outcome(
-                outcome="up_to_date", kind=kind, version=active, reason="newer than the release", at=now
-            )
-        return None
-
-    def _take_and_activate(
-        self, updater: Updater, listing: Listing, wanted: Wanted, running: bool
-    ) -> tuple[Outcome, Activation | None]:
-        try:
-            validated = self._take(updater, wanted)
-        except _Superseded as exc:
-            return self._superseded(wanted, str(exc)), None
-        except UpdateBusyError:  # as in check(): the journal's step is cleaned up by the next check
-            raise
-        except (UpdateError, RegistryUnavailableError) as exc:
-            if isinstance(exc, ReleaseInvalidError):  # it would fail the same way next time
-                digest = listing.fingerprints[wanted.target_path]
-                invalid = Invalid(release=wanted.release.key, reason=str(exc), at=self.clock.time())
-                self.journal.state.invalid[digest] = invalid
-            return self._not_taken(wanted, exc), None
-        kind = wanted.release.kind
-        self._activate(kind, validated, running)
-        outcome = Outcome(
-            outcome="activated",
-            kind=kind,
-            version=wanted.release.version,
-            reason=wanted.why,
-            at=self.clock.time(),
-        )
-        self.journal.record(outcome)
-        return outcome, Activation(kind, validated)
-
-    def _not_taken(self, wanted: Wanted, exc: UpdateError | RegistryUnavailableError) -> Outcome:
-        log.error("OTA: %s", exc)
-        self.journal.state.step = None
-        shutil.rmtree(self._workdir(wanted), ignore_errors=True)
-        failed = "unavailable" if isinstance(exc, RegistryUnavailableError) else "rejected"
-        release = wanted.release
-        outcome = Outcome(
-            outcome=failed, kind=release.kind, version=release.version, reason=str(exc), at=self.clock.time()
-        )
-        self.journal.record(outcome)
-        return outcome
-
-    def _superseded(self, wanted: Wanted, why: str) -> Outcome:
-        log.warning("OTA: %s %s not activated: %s", wanted.release.kind, wanted.release.version, why)
-        self.journal.state.step = None
-        shutil.rmtree(self._workdir(wanted), ignore_errors=True)
-        _, _, active = self.active(wanted.release.kind)
-        self.journal.save()  # "waiting" is not journaled (journal.OUTCOMES); the step is over
-        return Outcome(
-            outcome="waiting", kind=wanted.release.kind, version=active, reason=why, at=self.clock.time()
-        )
-
-    def _skipped(self, listing: Listing, kind: str, device: Device) -> str:
-        """Why releases of `kind` that failed validation here before are not downloaded again."""
-        notes = []
-        for path in sorted(device.invalid):
-            release = listing.releases[path]
-            if release.kind == kind:
-                why = self.journal.state.invalid[listing.fingerprints[path]].reason
-                notes.append(f"skipped {release.key}: it failed validation before on this device ({why})")
-        return "; ".join(notes)
-
-    def _workdir(self, wanted: Wanted) -> Path:
-        return self.staging / f"{wanted.release.kind}-{wanted.release.version}"
-
-    def _take(self, updater: Updater, wanted: Wanted) -> Validated:
-        from device.ota.validate import INPUTS_FILE, validate  # noqa: PLC0415 - see the imports above
-
-        release = wanted.release
-        basis = self._basis(release.kind)
-        self.journal.begin("download", release.kind, release.version)
-        faults.checkpoint("download")
-        workdir = self._workdir(wanted)
-        shutil.rmtree(workdir, ignore_errors=True)
-        workdir.mkdir(parents=True)
-        files = {"model": wanted.target_path, INPUTS_FILE: release.validation.inputs}
-        if release.labels:
-            files["labels"] = release.labels
-        if release.cpu_twin:
-            files["cpu_twin"] = release.cpu_twin
-        with self._unlocked():
-            local = {
-                role: remote.download(
-                    updater,
-                    path,
-                    workdir / (INPUTS_FILE if role == INPUTS_FILE else Path(path).name),
-                    self.ota,
-                )
-                for role, path in files.items()
-            }
-        self.journal.begin("verify", release.kind, release.version)
-        faults.checkpoint("verify")
-        try:
-            write_manifest(workdir, entries_for(release, local))
-        except (ModelError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
-            raise ReleaseInvalidError(f"{release.kind} release {release.key} refused: {exc}") from None
-        with self._unlocked():
-            validated = validate(release, workdir, self.factory, self.config.detector, self.config.embedder)
-        if self.cancel.is_set():
-            raise _Superseded("the daemon is stopping; the next check decides again")
-        if self._basis(release.kind) != basis:
-            raise _Superseded(
-                f"the {release.kind}'s slots, pin or refusals changed during the check (an operator's "
-                "rollback or pin, or a health-window verdict); the next check decides again"
-            )
-        self.journal.begin("stage", release.kind, release.version)
-        faults.checkpoint("stage")
-        self.slots.stage(release.kind, release.version, workdir)
-        return validated
-
-    def _activate(self, kind: str, validated: Validated, running: bool) -> None:
-        version = validated.release.version
-        self.journal.begin("activate", kind, version)
-        faults.checkpoint("activate")
-        previous = self.slots.current(kind)
-        self.journal.state.health[kind] = Health(version=version, started=self.clock.time(), running=running)
-        self.journal.save()
-        self.slots.activate(kind, version)
-        self.journal.end_step()
-        log.info("OTA: %s %s activated (previous: %s)", kind, validated.release.key, previous or "bundled")
+        return Check(self, running).run()
 
     # -- operator actions and the health window's verdicts ----------------------------------------
     def rollback(self, kind: str, reason: str) -> Outcome:

@@ -15,16 +15,21 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from tuf.api import exceptions as tuf_errors
-from tuf.api.metadata import TargetFile
-from tuf.ngclient import Updater
 
 from device import __version__
 from device.errors import RegistryUnavailableError, UpdateError
 from device.kinds import MODEL_KINDS
 from device.ota.release import CUSTOM_KEY, ReleaseInfo, one_line, parse_release
+
+if TYPE_CHECKING:
+    # Only for annotations: ngclient and tuf's metadata classes (with securesystemslib) are loaded by
+    # the check that makes the updater, not by whoever only needs INDEX or Listing.
+    from tuf.api.metadata import TargetFile
+    from tuf.ngclient import Updater
 
 log = logging.getLogger(__name__)
 
