@@ -37,7 +37,7 @@ install: $(STAMP)
 VENV_FLAGS ?=
 $(STAMP): pyproject.toml | system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip 'uv>=0.13,<0.14'
+	$(BIN)/python -m pip install --quiet 'uv>=0.13,<0.14'
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -e '.[dev,models]' \
 		|| { echo "uv failed; installing with pip"; $(BIN)/python -m pip install --quiet -e '.[dev,models]'; }
 	touch $(STAMP)
@@ -56,7 +56,7 @@ typecheck: install
 # The project's bytecode is written first: the suite starts some 200 Python processes (daemons, CLIs, the
 # pricing service), and where PYTHONDONTWRITEBYTECODE is set (it is on these machines) each one would
 # compile the project's modules again (about 0.1 CPU-s a process).
-PYTEST_ARGS ?= -n 6 --maxschedchunk 2
+PYTEST_ARGS ?= -n 6 --maxschedchunk 2 --dist loadgroup
 pytest: install
 	$(BIN)/python -m compileall -q -j0 device pricing fleet rigs tests > /dev/null
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -30,6 +30,11 @@ from .test_live_api import TOKEN, TOPIC, Live, start_live
 SCREENSHOT = ROOT / "docs" / "live-view.png"
 
 
+# One worker runs this whole module (`make test` uses --dist loadgroup), so that its rig (a broker,
+# the pricing service, a daemon and Chromium) starts once, not on each worker that draws one of its tests.
+pytestmark = pytest.mark.xdist_group("live-page")
+
+
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Live, Chromium]]:
     """Broker, pricing service, daemon (with a token) and browser, shared by this module's tests: the

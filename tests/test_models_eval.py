@@ -30,6 +30,11 @@ CPU = {"APPLIANCE_RUNTIME__DEVICE": "cpu"}
 EX_USAGE, EX_DATAERR = 64, 65
 
 
+# One worker runs this whole module (`make test` uses --dist loadgroup), so that the smoke evaluation of
+# every detector (`smoke`) runs once, not on each worker that draws one of its tests.
+pytestmark = pytest.mark.xdist_group("models-eval")
+
+
 def eval_json(*args: str) -> dict[str, Any]:
     result = appliance("models", "eval", *args, "--json", env=CPU)
     assert result.returncode == 0, result.stderr

@@ -28,6 +28,11 @@ EX_USAGE = 64
 HOSTILE_KIND = 'Raspberry Pi 4 <b>Model B</b> & "Rev 1.4"'
 
 
+# One worker runs this whole module (`make test` uses --dist loadgroup), so that its Chromium starts
+# once, not on each worker that draws one of its tests.
+pytestmark = pytest.mark.xdist_group("models-report")
+
+
 def report(out: Path, state: Path, *args: str) -> None:
     env = {"APPLIANCE_RUNTIME__DEVICE": "cpu", "APPLIANCE_STATE_DIR": str(state)}
     result = appliance("models", "report", "--dataset", str(SMOKE), "--out", str(out), *args, env=env)
