@@ -212,8 +212,8 @@ class Engine:
         """One check for every kind (device/ota/check.py). `running`: the daemon runs the health window
         of what it activates right away."""
         # Imported here, not at the top: the check is the only part of the engine that talks to the
-        # repository, and python-tuf with its signing libraries costs ~0.1 s of imports (5-10 times
-        # that on a Pi). A daemon with OTA off never checks, one with it on checks later on its OTA
+        # repository, and python-tuf with its signing libraries costs ~0.1 s of imports here (more on a
+        # Pi's slower cores). A daemon with OTA off never checks, one with it on checks later on its OTA
         # thread: neither should pay for tuf at start-up (tests/test_imports.py holds this).
         from device.ota.check import Check  # noqa: PLC0415
 
