@@ -65,6 +65,33 @@ def test_a_signed_release_is_downloaded_validated_activated_and_taken_once(
     assert again.outcome == "up_to_date"  # taken once
 
 
+@pytest.mark.parametrize(
+    ("model_id", "carried", "expected"),
+    [
+        ("efficientnet-lite0-dynamic", True, "dynamic-range"),
+        ("efficientnet-lite0-int8", True, "int8"),
+        # A release made before the field was carried: it follows from the input, as in a manifest.
+        ("efficientnet-lite0-int8", False, "int8"),
+    ],
+)
+def test_an_activated_release_says_what_its_file_holds(
+    tmp_path: Path, model_id: str, carried: bool, expected: str
+) -> None:
+    """The models report and the fleet compare models by their quantisation: a dynamic-range model,
+    whose input is float, must not come out of a slot as a float32 one."""
+    repo = new_repo(tmp_path)
+
+    def drop(fields: dict[str, Any]) -> None:
+        del fields["spec"]["quantization"]
+
+    release(repo, model_id=model_id, edit=None if carried else drop)
+    with serve(repo.path) as url:
+        engine, outcome = check(url, repo, tmp_path / "state")
+    assert (outcome.outcome, outcome.version) == ("activated", "1.1.0"), outcome.reason
+    manifest, active_id, _ = engine.active("embedder")
+    assert (active_id, manifest.get(active_id).quantization) == (model_id, expected)
+
+
 def test_a_newer_release_replaces_the_current_one_and_keeps_it_as_previous(
     tmp_path: Path, server: Serve
 ) -> None:

@@ -26,7 +26,7 @@ from pydantic import (
 
 from device.errors import UpdateError
 from device.kinds import Kind
-from device.vision.manifest import Adapter, Source, TensorSpec
+from device.vision.manifest import Adapter, Quantization, Source, TensorSpec
 
 CUSTOM_KEY = "appliance"
 _TARGET_PATH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
@@ -120,6 +120,10 @@ class ModelSpec(_Strict):
     source: Source
     licence: str
     description: str = ""
+    # What the file holds (int8, float32, dynamic-range), as the manifest entry says: the models
+    # report and the fleet compare models by it. Left out (releases made before it was carried), it
+    # follows from the input as in a manifest, which is wrong only for a dynamic-range model.
+    quantization: Quantization | None = None
 
 
 class ReleaseInfo(_Strict):

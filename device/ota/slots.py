@@ -141,6 +141,8 @@ def entries_for(release: ReleaseInfo, local: dict[str, Path]) -> list[ModelEntry
         "licence": spec.licence,
         "description": spec.description,
         "labels": local.get("labels"),
+        # None (an older release): the entry takes it from the input, as a manifest entry does.
+        **({} if spec.quantization is None else {"quantization": spec.quantization}),
     }
     twin_id = f"{release.model_id}-cpu-twin" if "cpu_twin" in local else None
     entries = [

@@ -160,7 +160,7 @@ def _add_files(
 
 def _spec(entry: ModelEntry, adapter: str | None) -> ModelSpec:
     data = entry.model_dump(
-        include={"adapter", "resize", "input", "outputs", "source", "licence", "description"}
+        include={"adapter", "resize", "input", "outputs", "source", "licence", "description", "quantization"}
     )
     if adapter is not None:
         data["adapter"] = adapter
