@@ -3,9 +3,11 @@ mosquitto brokers (plain, and the production config over TLS)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -83,17 +85,38 @@ def detector_config() -> DetectorConfig:
     return DetectorConfig(score_threshold=0.3)
 
 
+def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]) -> Path:
+    """What `build(folder)` returns, built once per test run however many xdist workers ask for it.
+    A session fixture runs once per worker: six workers built the same demo catalog, site PKI and
+    broker plugin six times (about 2 CPU-s each time). The first worker builds it under a lock in the
+    run's own temporary folder, the others wait for it and share it, so a fixture built this way is
+    never modified by a test."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return build(factory.mktemp(name))
+    run = factory.getbasetemp().parent  # pytest-N: this run's, shared by its workers (popen-gwN)
+    built = run / f"{name}.built"
+    with (run / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not built.exists():  # a worker whose build failed left no mark: the next one tries afresh
+            built.write_text(str(build(Path(tempfile.mkdtemp(prefix=f"{name}-", dir=run)))))
+        return Path(built.read_text())
+
+
 @pytest.fixture(scope="session")
 def stub_delegate(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """libstub_delegate.so: exports the libedgetpu delegate entry points and logs the options it gets."""
     gcc = shutil.which("gcc") or shutil.which("cc")
     assert gcc, "gcc is required to build the stub delegate (make test installs it with apt-get)"
-    out = tmp_path_factory.mktemp("stub") / "libstub_delegate.so"
-    source = ROOT / "tests" / "stub_delegate" / "stub_delegate.c"
-    subprocess.run(
-        [gcc, "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o", str(out), str(source)], check=True
-    )
-    return out
+
+    def build(folder: Path) -> Path:
+        out = folder / "libstub_delegate.so"
+        source = ROOT / "tests" / "stub_delegate" / "stub_delegate.c"
+        subprocess.run(
+            [gcc, "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o", str(out), str(source)], check=True
+        )
+        return out
+
+    return built_once(tmp_path_factory, "stub", build)
 
 
 @pytest.fixture()
@@ -106,12 +129,16 @@ def collector(broker: Mosquitto) -> Iterator[Collector]:
 
 @pytest.fixture(scope="session")
 def demo_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo catalog (synthetic prices) for the bundled embedder, built once per session."""
-    path = tmp_path_factory.mktemp("catalog") / "demo.sqlite"
-    build_demo(
-        ROOT / "demo", path, MODELS / "manifest.toml", "efficientnet-lite0-int8", "centernet-coco-float"
-    )
-    return path
+    """The demo catalog (synthetic prices) for the bundled embedder, built once per run; never modified."""
+
+    def build(folder: Path) -> Path:
+        path = folder / "demo.sqlite"
+        build_demo(
+            ROOT / "demo", path, MODELS / "manifest.toml", "efficientnet-lite0-int8", "centernet-coco-float"
+        )
+        return path
+
+    return built_once(tmp_path_factory, "catalog", build)
 
 
 @pytest.fixture()
@@ -126,12 +153,12 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 @pytest.fixture(scope="session")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A site's certificates from deploy/pki.sh (names: tests/tls_broker.py site_pki); never modified."""
-    return site_pki(tmp_path_factory.mktemp("pki"))
+    return built_once(tmp_path_factory, "pki", site_pki)
 
 
 @pytest.fixture(scope="session")
 def share_guard(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_share_guard(tmp_path_factory.mktemp("plugin") / "share_guard.so")
+    return built_once(tmp_path_factory, "plugin", lambda folder: build_share_guard(folder / "share_guard.so"))
 
 
 @pytest.fixture()
