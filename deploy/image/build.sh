@@ -44,9 +44,10 @@ WORK=${WORK:-/var/tmp/appliance-image-$arch}
 PYTHON=${PYTHON:-$SRC/.venv/bin/python}
 # Partition sizes. The FAT partition holds the Pi firmware, kernel and initrd (about 90 MB on arm64),
 # the files a person drops there, and room for a kernel upgrade's second copy while it is made; on
-# amd64 only the EFI loader and those files. The root filesystem gets this much free space on top of
-# its contents, for what the first boot writes before it grows the filesystem to the whole card.
-BOOT_MIB=${BOOT_MIB:-$([ "$arch" = arm64 ] && echo 192 || echo 128)}
+# amd64 only the EFI loader (GRUB, 4 MB: the kernel is read from the root filesystem) and those files,
+# so 64 MiB (FAT32's floor is 32). The root filesystem gets this much free space on top of its contents,
+# for what the first boot writes before it grows the filesystem to the whole card.
+BOOT_MIB=${BOOT_MIB:-$([ "$arch" = arm64 ] && echo 192 || echo 64)}
 ROOT_FREE_MIB=${ROOT_FREE_MIB:-64}
 BOOT_LABEL=APPLBOOT
 ROOT_LABEL=APPLROOT
