@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,7 +31,9 @@ import pytest
 
 from device.ota.engine import Engine
 
+from .cli_helpers import appliance
 from .conftest import ROOT
+from .mqtt_helpers import daemon_env
 from .ota_helpers import new_repo, ota_config, ota_env, release, serve
 
 PRICING_MAY_USE = (
@@ -169,20 +168,16 @@ def test_a_no_op_ota_check_imports_no_numpy_opencv_or_litert(tmp_path: Path) -> 
         env = ota_env(url, repo, state)
         taken, _ = Engine(ota_config(url, repo, state)).check()
         assert taken[-1].outcome == "activated", taken[-1].reason
-        run = subprocess.run(
-            [sys.executable, "-X", "importtime", "-m", "device", "ota", "check", "--json"],
-            cwd=ROOT,
-            env={**{k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}, **env},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        run = appliance("ota", "check", "--json", env={**env, **IMPORT_TIMES}, timeout=60)
     assert run.returncode == 0, run.stderr[-2000:]
     assert [o["outcome"] for o in json.loads(run.stdout)] == ["up_to_date"]
     imported = top_level_packages(run.stderr)
     assert "device" in imported  # the listing is there at all
     assert sorted(imported & set(HEAVY)) == []
+
+
+# `-X importtime` as an environment variable: every module the process imports, listed on stderr.
+IMPORT_TIMES = {"PYTHONPROFILEIMPORTTIME": "1"}
 
 
 def top_level_packages(importtime: str) -> set[str]:
@@ -201,27 +196,10 @@ ON_DEMAND = ("tuf", "securesystemslib", "aiohttp")
 
 def test_a_daemon_with_ota_and_the_live_view_off_starts_without_their_libraries(tmp_path: Path) -> None:
     """The suite starts dozens of daemons, and a device restarted by systemd starts again: python-tuf
-    and aiohttp (about 0.2 CPU-s here) are not imported by a daemon that does not use them."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
-    env.update(
-        {
-            "APPLIANCE_STATE_DIR": str(tmp_path),
-            "APPLIANCE_RUNTIME__DEVICE": "cpu",
-            "APPLIANCE_MQTT__PORT": "1",  # no broker: the link retries in the background
-            "APPLIANCE_HTTP__ENABLED": "false",
-            "APPLIANCE_CAMERA__SOURCE": "images:demo?fps=5",
-            "APPLIANCE_MODELS__DETECTOR": "ssdlite-person-int8",
-        }
-    )
-    run = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "device", "run", "--duration", "0.5"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    and aiohttp (about 0.2 CPU-s here) are not imported by a daemon that does not use them. The tests'
+    daemon (daemon_env) has both off; port 1 has no broker, and the link retries in the background."""
+    env = {**daemon_env(1, tmp_path), **IMPORT_TIMES}
+    run = appliance("run", "--duration", "0.5", env=env, timeout=60)
     assert run.returncode == 0 and "appliance stopped after" in run.stderr, run.stderr[-2000:]
     imported = top_level_packages(run.stderr)
     assert {"device", "cv2", "paho"} <= imported  # the listing is there, and the daemon really ran
