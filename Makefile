@@ -55,12 +55,12 @@ typecheck: install
 # (`xdist_group`) runs on one worker. PYTEST_ARGS='-p no:randomly -n0' to debug.
 # The project's bytecode is written first: the suite starts some 200 Python processes (daemons, CLIs, the
 # pricing service), and where PYTHONDONTWRITEBYTECODE is set (it is on these machines) each one would
-# compile the project's modules again. So are the test modules as pytest rewrites their asserts, by one
-# collection (beside the type check), instead of by each of the six workers at once (3.0 -> 1.6 CPU-s a
-# worker).
+# compile the project's modules again. The tests' own (pytest's rewritten modules and the helpers) are
+# written by one collection (beside the type check), instead of by each of the six workers at once
+# (3.0 -> 1.6 CPU-s a worker).
 PYTEST_ARGS ?= -n 6 --maxschedchunk 2 --dist loadgroup
 pytest: install
-	$(BIN)/python -m compileall -q -j0 device pricing fleet rigs tests > /dev/null
+	$(BIN)/python -m compileall -q -j0 device pricing fleet rigs > /dev/null
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -q --collect-only -p no:randomly > /dev/null
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
